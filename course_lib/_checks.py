@@ -1,0 +1,92 @@
+"""Input validation shared by every course_lib function.
+
+Every public function of course_lib checks its inputs with these helpers, so that bad
+input fails loudly with a message that says what was wrong (wrong shape, NaN reward, a
+group of size 1, an empty mask ...) instead of silently returning a wrong number.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "check_float",
+    "check_finite",
+    "check_same_shape",
+    "check_mask",
+    "check_clip_eps",
+    "check_nonnegative",
+    "check_choice",
+]
+
+
+def check_float(name: str, x: object) -> Tensor:
+    """Raise ValueError unless ``x`` is a floating-point torch tensor."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(
+            f"{name} must be a floating-point tensor, got dtype {x.dtype} "
+            f"(convert with .float())"
+        )
+    return x
+
+
+def check_finite(name: str, x: Tensor) -> Tensor:
+    """Raise ValueError if ``x`` holds NaN or inf (says how many and which kind)."""
+    bad = ~torch.isfinite(x)
+    if bad.any():
+        n_nan = int(torch.isnan(x).sum())
+        n_inf = int(bad.sum()) - n_nan
+        raise ValueError(f"{name} contains {n_nan} NaN and {n_inf} inf value(s)")
+    return x
+
+
+def check_same_shape(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
+    """Raise ValueError unless ``a`` and ``b`` have the same shape."""
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{name_a} has shape {tuple(a.shape)} but {name_b} has shape {tuple(b.shape)}; "
+            f"they must match"
+        )
+
+
+def check_mask(
+    mask: Tensor | None, like: Tensor, name: str = "mask", like_name: str = "logprobs"
+) -> Tensor:
+    """Return ``mask`` as a float 0/1 tensor shaped like ``like`` (all ones if None).
+
+    Raises ValueError if the shape differs or if any entry is not 0 or 1. An all-zero
+    mask is allowed here; the callers that need at least one real token say so.
+    """
+    if mask is None:
+        return torch.ones_like(like)
+    if not isinstance(mask, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(mask).__name__}")
+    check_same_shape(name, mask, like_name, like)
+    m = mask.to(like.dtype)
+    if not ((m == 0) | (m == 1)).all():
+        raise ValueError(f"{name} must contain only 0 and 1 (or booleans)")
+    return m
+
+
+def check_clip_eps(name: str, eps: float) -> float:
+    """Raise ValueError unless 0 < eps < 1 (a clip range around ratio 1)."""
+    if not isinstance(eps, (int, float)) or not 0.0 < float(eps) < 1.0:
+        raise ValueError(f"{name} must be in (0, 1), got {eps!r}")
+    return float(eps)
+
+
+def check_nonnegative(name: str, value: float) -> float:
+    """Raise ValueError unless ``value`` is a finite number >= 0."""
+    if not isinstance(value, (int, float)) or not (value >= 0.0) or value == float("inf"):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    """Raise ValueError unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
+    return value
