@@ -1,0 +1,392 @@
+"""The course's task, reward, model and GRPO settings on Hugging Face TRL.
+
+Chapter: "Scaling up with TRL" (``book/07_trl.ipynb``).
+
+Everything a :class:`trl.GRPOTrainer` needs, built locally from the course's own pieces so
+that the course's trainer and TRL's can run on one model from one warm start:
+
+==========================  ================================================================
+course_lib                  Hugging Face / TRL (this module)
+==========================  ================================================================
+``AdditionTask.train``      :func:`build_dataset`: ``datasets.Dataset`` with a ``prompt``
+                            column of plain text (``"07+38="``) and the ``answer``
+``task.reward``             :func:`make_reward_func`: TRL reward function (same verifier)
+``tasks.VOCAB``             :func:`build_tokenizer`: ``PreTrainedTokenizerFast``, one token
+                            per character, the same ids (``"$"`` = 0 = EOS = padding)
+``model.TinyGPT``           :func:`to_hf` / :func:`build_model`: ``GPT2LMHeadModel`` from a
+                            config (2 layers, width 128), the same function, no download
+``sft.warm_start``          :func:`warm_start_hf`: the same warm start, as a GPT-2
+``trainers.GRPOConfig``     :func:`to_trl_config`: ``trl.GRPOConfig``
+``grpo_loss``               TRL's ``GRPOTrainer._compute_loss`` (:func:`trl_loss` calls it on
+                            a prepared batch; ``tests/test_trl_bridge.py`` checks equality)
+==========================  ================================================================
+
+TRL's defaults differ from the papers and from the course (FACTS.md): ``beta=0.0`` since
+v0.19 (no reference model), ``loss_type="dapo"`` (token-level mean), ``scale_rewards="group"``,
+``learning_rate=1e-6`` and ``bf16=True``, gradient checkpointing on. :func:`to_trl_config`
+sets every one of them explicitly from the course config, so nothing is left to defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from course_lib.model import ModelConfig, TinyGPT
+from course_lib.tasks import EOS, EOS_ID, VOCAB
+
+__all__ = [
+    "build_tokenizer",
+    "HF_MODEL_CONFIG",
+    "gpt2_config",
+    "to_hf",
+    "build_model",
+    "build_dataset",
+    "warm_start_hf",
+    "make_reward_func",
+    "to_trl_config",
+    "make_trl_trainer",
+    "trl_loss",
+    "TRL_CPU_DEFAULTS",
+]
+
+#: What a CPU run of a tiny model needs instead of TRL's GPU-oriented defaults.
+TRL_CPU_DEFAULTS: dict[str, Any] = {
+    "bf16": False,  # TRL default True: bf16 autocast is slow on CPU and changes the numbers
+    "fp16": False,
+    "gradient_checkpointing": False,  # TRL default True: only saves memory, costs ~20% time
+    "use_cpu": True,
+    "report_to": "none",  # no wandb/tensorboard
+    "save_strategy": "no",
+    "logging_steps": 1,
+    "disable_tqdm": True,
+    "dataloader_num_workers": 0,
+    "log_completions": False,
+    "shuffle_dataset": True,
+}
+
+
+# -- tokenizer and model -----------------------------------------------------------------
+def build_tokenizer(vocab: str = VOCAB, eos: str = EOS):
+    """A character-level ``PreTrainedTokenizerFast`` with the course's token ids.
+
+    One character is one token and the id of a character is its index in ``vocab``
+    (``course_lib.tasks.VOCAB``), so ``tok(text)["input_ids"] == task.encode(text)`` and
+    weights trained with the course's encoding transfer unchanged. ``eos`` (``"$"``, id 0) is
+    the EOS and the padding token, as in the course; no BOS is added.
+
+    Returns:
+        ``transformers.PreTrainedTokenizerFast``.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    if len(set(vocab)) != len(vocab):
+        raise ValueError(f"vocab has repeated characters: {vocab!r}")
+    if eos not in vocab:
+        raise ValueError(f"eos {eos!r} is not in the vocabulary {vocab!r}")
+    tok = Tokenizer(models.WordLevel(vocab={ch: i for i, ch in enumerate(vocab)}, unk_token=None))
+    # split every character off on its own: "07+38=" -> ["0", "7", "+", "3", "8", "="]
+    tok.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
+    tok.decoder = decoders.Fuse()  # join the characters back without spaces
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token=eos, pad_token=eos, padding_side="left",
+        model_max_length=1024,
+    )
+    return hf
+
+
+#: Size of the model of the TRL chapter and the benchmark (issue 7): GPT-2, 2 layers, width 128.
+HF_MODEL_CONFIG = dict(n_layer=2, n_embd=128, n_head=4, block_size=32)
+
+
+def gpt2_config(model_config: ModelConfig):
+    """The ``transformers.GPT2Config`` with exactly the architecture of a :class:`TinyGPT`.
+
+    TinyGPT is GPT-2's block (Radford et al. 2019: pre-LayerNorm, learned positions, GELU
+    MLP of width 4C, final LayerNorm) with two differences that the config reproduces: the
+    output head is not tied to the token embedding (``tie_word_embeddings=False``) and the
+    GELU is the exact one (``activation_function="gelu"``, GPT-2 uses the tanh
+    approximation). Dropout follows ``model_config.dropout`` (0 by default); EOS = pad = 0.
+    """
+    from transformers import GPT2Config
+
+    return GPT2Config(
+        vocab_size=model_config.vocab_size, n_positions=model_config.block_size,
+        n_embd=model_config.n_embd, n_layer=model_config.n_layer, n_head=model_config.n_head,
+        activation_function="gelu", tie_word_embeddings=False, layer_norm_epsilon=1e-5,
+        resid_pdrop=model_config.dropout, embd_pdrop=model_config.dropout,
+        attn_pdrop=model_config.dropout,
+        bos_token_id=EOS_ID, eos_token_id=EOS_ID, pad_token_id=EOS_ID,
+    )
+
+
+def to_hf(model: TinyGPT):
+    """A ``transformers.GPT2LMHeadModel`` computing the same function as a :class:`TinyGPT`.
+
+    Weights are copied (not shared): GPT-2's ``Conv1D`` layers store ``(in, out)`` matrices,
+    the transpose of ``nn.Linear``'s. Logits agree to float32 rounding
+    (``tests/test_trl_bridge.py``), so a warm start trained with the course's code runs
+    unchanged in TRL. The result is in the same train/eval mode as ``model``.
+    """
+    from transformers import GPT2LMHeadModel
+
+    if not isinstance(model, TinyGPT):
+        raise ValueError(f"to_hf converts a course_lib TinyGPT, got {type(model).__name__}")
+    hf = GPT2LMHeadModel(gpt2_config(model.config))
+    src = model.state_dict()
+    state = {
+        "transformer.wte.weight": src["tok_emb.weight"],  # (V, C)
+        "transformer.wpe.weight": src["pos_emb.weight"],  # (block_size, C)
+        "transformer.ln_f.weight": src["ln_f.weight"],
+        "transformer.ln_f.bias": src["ln_f.bias"],
+        "lm_head.weight": src["head.weight"],  # (V, C)
+    }
+    pairs = [("ln_1", "ln_1", False), ("ln_2", "ln_2", False),
+             ("attn.c_attn", "attn.c_attn", True), ("attn.c_proj", "attn.c_proj", True),
+             ("mlp.0", "mlp.c_fc", True), ("mlp.2", "mlp.c_proj", True)]
+    for i in range(model.config.n_layer):
+        for ours, theirs, transpose in pairs:
+            w = src[f"blocks.{i}.{ours}.weight"]
+            state[f"transformer.h.{i}.{theirs}.weight"] = w.t().contiguous() if transpose else w
+            state[f"transformer.h.{i}.{theirs}.bias"] = src[f"blocks.{i}.{ours}.bias"]
+    missing, unexpected = hf.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith(".attn.bias")]  # causal-mask buffers
+    if missing or unexpected:
+        raise RuntimeError(f"TinyGPT -> GPT-2 mapping incomplete: missing {missing}, "
+                           f"unexpected {unexpected}")
+    hf.generation_config.pad_token_id = EOS_ID
+    hf.generation_config.eos_token_id = EOS_ID
+    hf.train(model.training)
+    return hf
+
+
+def build_model(seed: int = 0, **size: int):
+    """A tiny GPT-2 (``transformers.GPT2LMHeadModel``) built from a config, no download.
+
+    Default size :data:`HF_MODEL_CONFIG` (2 layers, width 128, 4 heads, 32 positions) over
+    the course's 14-character vocabulary, dropout 0 (RL compares log-probs of the same
+    tokens under the same weights: dropout would make them random). The initial weights are
+    those of ``TinyGPT(ModelConfig(**size), seed=seed)`` (GPT-2's initialisation), so they
+    depend only on ``seed``; the global RNG is left untouched.
+    """
+    mcfg = ModelConfig(**{**HF_MODEL_CONFIG, **size})
+    return to_hf(TinyGPT(mcfg, seed=seed))
+
+
+def warm_start_hf(task, seed: int = 0, sft_config=None, use_cache: bool = True, **size: int):
+    """The course's supervised warm start (:func:`course_lib.sft.warm_start`) as a GPT-2.
+
+    The SFT runs on a :class:`TinyGPT` of size :data:`HF_MODEL_CONFIG` (overridable with
+    ``size``) and is cached on disk by :mod:`course_lib.sft`; the result is converted with
+    :func:`to_hf`. The course's trainer and TRL's then start from the very same weights.
+
+    Returns:
+        ``GPT2LMHeadModel`` in eval mode with ``warm_start_info`` (SFT steps, check accuracy,
+        cache path, cache hit).
+    """
+    from course_lib.sft import warm_start
+
+    mcfg = ModelConfig(**{**HF_MODEL_CONFIG, **size})
+    tiny = warm_start(task, seed=seed, model_config=mcfg, sft_config=sft_config,
+                      use_cache=use_cache)
+    hf = to_hf(tiny)
+    hf.warm_start_info = dict(tiny.warm_start_info)
+    return hf
+
+
+# -- data and reward ---------------------------------------------------------------------
+def build_dataset(task, split: str = "train"):
+    """The prompts of ``task.split(split)`` as a ``datasets.Dataset`` (in memory).
+
+    Columns: ``prompt`` (plain text such as ``"07+38="``, not a chat: the tiny model has no
+    chat template) and ``answer`` (the exact answer digits; TRL passes extra columns to the
+    reward function, and to the log).
+    """
+    import datasets
+
+    prompts = task.split(split)
+    return datasets.Dataset.from_dict(
+        {"prompt": list(prompts), "answer": [task.answer(p) for p in prompts]}
+    )
+
+
+def make_reward_func(task) -> Callable[..., list[float]]:
+    """The task's verifier as a TRL reward function (``task.reward`` per completion).
+
+    TRL calls ``f(prompts=..., completions=..., completion_ids=..., **columns)`` with one
+    entry per completion and expects one float each. TRL's completion text is decoded
+    with ``skip_special_tokens`` (the EOS ``"$"`` is dropped), so the token ids are decoded
+    with the course's own :func:`course_lib.tasks.decode` instead: the reward is then
+    exactly ``task.reward(prompt, completion)`` as the course computes it.
+    """
+
+    def accuracy(prompts: Sequence[str], completions: Sequence[str],
+                 completion_ids: Sequence[Sequence[int]] | None = None,
+                 **kwargs: Any) -> list[float]:
+        if completion_ids is not None:
+            completions = [task.decode(ids) for ids in completion_ids]
+        return [task.reward(p, c) for p, c in zip(prompts, completions, strict=True)]
+
+    return accuracy
+
+
+# -- configuration -----------------------------------------------------------------------
+def _field(cfg, names: Sequence[str], default: Any = None) -> Any:
+    for n in names:
+        if hasattr(cfg, n):
+            return getattr(cfg, n)
+    return default
+
+
+def to_trl_config(cfg=None, output_dir: str = "trl_output", **overrides: Any):
+    """Map the course's :class:`course_lib.trainers.GRPOConfig` to ``trl.GRPOConfig``.
+
+    ====================================  ===============================================
+    course_lib ``GRPOConfig``             ``trl.GRPOConfig``
+    ====================================  ===============================================
+    ``loss_type``                         ``loss_type`` (TRL default "dapo")
+    ``scale`` (advantage scaling)         ``scale_rewards`` (TRL default "group")
+    ``beta``                              ``beta`` (TRL default 0.0)
+    ``clip_eps`` / ``clip_eps_high``      ``epsilon`` / ``epsilon_high``
+    ``group_size``                        ``num_generations``
+    ``prompts_per_step * group_size``     ``per_device_train_batch_size`` (completions!)
+    ``epochs`` / ``num_iterations`` (mu)  ``num_iterations``
+    ``lr``                                ``learning_rate`` (TRL default 1e-6)
+    ``max_new_tokens``                    ``max_completion_length``
+    ``temperature``                       ``temperature``
+    ``steps``                             ``max_steps``
+    ``seed``                              ``seed``
+    ====================================  ===============================================
+
+    plus :data:`TRL_CPU_DEFAULTS` (bf16 and gradient checkpointing off, CPU, no reporting),
+    constant learning rate, no warm-up, AdamW with the course's betas and weight decay 0,
+    and gradient clipping as in the course. TRL's ``per_device_train_batch_size`` counts
+    completions, not prompts; with N processes each process gets 1/N of them (the global
+    batch stays ``prompts_per_step * group_size``).
+
+    Args:
+        cfg: a course ``GRPOConfig`` (None: its defaults).
+        output_dir: where TRL would write checkpoints (nothing is saved by default).
+        **overrides: any ``trl.GRPOConfig`` field, applied last (e.g. ``max_steps=5``).
+
+    Returns:
+        ``trl.GRPOConfig``.
+    """
+    import trl
+
+    if cfg is None:
+        from course_lib.trainers import GRPOConfig
+
+        cfg = GRPOConfig()
+    num_processes = int(overrides.pop("num_processes", 1))
+    group = int(_field(cfg, ("group_size", "num_generations", "G")))
+    prompts = int(_field(cfg, ("prompts_per_step", "batch_prompts", "n_prompts")))
+    if (prompts * group) % num_processes:
+        raise ValueError(f"{prompts} prompts x {group} completions cannot be split evenly "
+                         f"over {num_processes} processes")
+    clip_eps = float(_field(cfg, ("clip_eps",), 0.2))
+    clip_eps_high = _field(cfg, ("clip_eps_high",), None)
+    kwargs: dict[str, Any] = dict(TRL_CPU_DEFAULTS)
+    kwargs.update(
+        output_dir=output_dir,
+        loss_type=_field(cfg, ("loss_type",), "grpo"),
+        scale_rewards=_field(cfg, ("scale", "scale_rewards", "adv_scale"), "group"),
+        beta=float(_field(cfg, ("beta",), 0.0)),
+        epsilon=clip_eps,
+        epsilon_high=clip_eps if clip_eps_high is None else float(clip_eps_high),
+        num_generations=group,
+        per_device_train_batch_size=prompts * group // num_processes,
+        gradient_accumulation_steps=1,
+        num_iterations=int(_field(cfg, ("num_iterations", "epochs", "mu"), 1)),
+        learning_rate=float(_field(cfg, ("lr", "learning_rate"))),
+        max_completion_length=int(_field(cfg, ("max_new_tokens",), 4)),
+        temperature=float(_field(cfg, ("temperature",), 1.0)),
+        max_steps=int(_field(cfg, ("steps",), 100)),
+        seed=int(_field(cfg, ("seed",), 0)),
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=float(_field(cfg, ("weight_decay",), 0.0)),
+        max_grad_norm=float(_field(cfg, ("max_grad_norm", "grad_clip"), 1.0) or 0.0),
+    )
+    betas = _field(cfg, ("betas", "adam_betas"), None)
+    if betas is not None:
+        kwargs.update(adam_beta1=float(betas[0]), adam_beta2=float(betas[1]))
+    kwargs.update(overrides)
+    return trl.GRPOConfig(**kwargs)
+
+
+def make_trl_trainer(model, task, cfg=None, output_dir: str = "trl_output",
+                     callbacks: Sequence[Any] | None = None, **overrides: Any):
+    """A ``trl.GRPOTrainer`` on ``model`` for ``task``: dataset, reward and tokenizer built
+    by this module, settings from the course config (:func:`to_trl_config`)."""
+    import trl
+
+    args = to_trl_config(cfg, output_dir=output_dir, **overrides)
+    return trl.GRPOTrainer(
+        model=model,
+        reward_funcs=make_reward_func(task),
+        args=args,
+        train_dataset=build_dataset(task, "train"),
+        processing_class=build_tokenizer(),
+        callbacks=list(callbacks or []),
+    )
+
+
+# -- TRL's loss on a prepared batch --------------------------------------------------------
+def trl_loss(trainer, prompt_ids: Tensor, completion_ids: Tensor, completion_mask: Tensor,
+             old_logprobs: Tensor, advantages: Tensor,
+             ref_logprobs: Tensor | None = None) -> Tensor:
+    """The loss TRL's ``GRPOTrainer`` computes on one prepared batch (one optimizer step).
+
+    Builds the dict that ``GRPOTrainer._prepare_inputs`` hands to ``compute_loss`` after
+    generation and scoring, then calls the trainer's own ``compute_loss``: TRL recomputes
+    the per-token log-probs with its (fused) LM head, and applies its ratio, clip, KL and
+    ``loss_type`` aggregation. Used by the equivalence test against
+    :func:`course_lib.grpo_loss`.
+
+    Args:
+        trainer: a ``trl.GRPOTrainer`` (e.g. from :func:`make_trl_trainer`).
+        prompt_ids: (B, P) prompt tokens (no padding: all prompts have the same length).
+        completion_ids: (B, T) completion tokens, right-padded.
+        completion_mask: (B, T) 1 on real completion tokens (up to and including EOS).
+        old_logprobs: (B, T) log pi_old of the completion tokens.
+        advantages: (B,) one per completion.
+        ref_logprobs: (B, T) log pi_ref; required iff the trainer's beta > 0.
+
+    Returns:
+        The scalar loss, with gradient to the trainer's model. In train mode TRL divides by
+        the gradient-accumulation steps of the current step; this sets them to 1 (one
+        micro-batch per step, as in :func:`to_trl_config`).
+    """
+    B, T = completion_ids.shape
+    if prompt_ids.dim() != 2 or prompt_ids.shape[0] != B:
+        raise ValueError(f"prompt_ids must be (B, P) with B = {B}, got {tuple(prompt_ids.shape)}")
+    for name, x in (("completion_mask", completion_mask), ("old_logprobs", old_logprobs)):
+        if x.shape != (B, T):
+            raise ValueError(f"{name} must have shape {(B, T)}, got {tuple(x.shape)}")
+    if advantages.shape != (B,):
+        raise ValueError(f"advantages must have shape ({B},), got {tuple(advantages.shape)}")
+    if (trainer.beta != 0.0) != (ref_logprobs is not None):
+        raise ValueError(f"ref_logprobs must be given iff beta > 0 (trainer.beta = {trainer.beta})")
+    mask = completion_mask.long()  # (B, T)
+    inputs = {
+        "prompt_ids": prompt_ids,
+        "prompt_mask": torch.ones_like(prompt_ids),
+        "completion_ids": completion_ids,
+        "completion_mask": mask,
+        "old_per_token_logps": old_logprobs,
+        "advantages": advantages,
+        # "dapo" divides by the number of real tokens of the whole generation batch
+        "num_items_in_batch": mask.sum(),
+    }
+    if ref_logprobs is not None:
+        inputs["ref_per_token_logps"] = ref_logprobs
+    # set by the Trainer's loop at each optimizer step; one micro-batch per step here
+    trainer.current_gradient_accumulation_steps = 1
+    return trainer.compute_loss(trainer.model, inputs)
+
+
