@@ -1,0 +1,142 @@
+"""Tests of course_lib.model: TinyGPT shapes, sampling masks and log-probs, HF compatibility."""
+
+import pytest
+import torch
+
+from course_lib.model import (
+    ModelConfig,
+    TinyGPT,
+    ValueModel,
+    completion_logprobs,
+    forward_logits,
+    sample,
+)
+from course_lib.tasks import EOS_ID, PAD_ID, VOCAB, AdditionTask
+
+
+@pytest.fixture(scope="module")
+def model():
+    return TinyGPT(ModelConfig(block_size=16, n_layer=1, n_embd=32, n_head=2), seed=0)
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    t = AdditionTask(seed=0)
+    return t.encode_prompts(t.train[:24])  # (24, 6)
+
+
+def test_forward_shapes_and_causality(model):
+    ids = torch.randint(0, len(VOCAB), (3, 10))
+    logits = forward_logits(model, ids)
+    assert logits.shape == (3, 10, len(VOCAB))
+    ids2 = ids.clone()
+    ids2[:, 7:] = (ids2[:, 7:] + 1) % len(VOCAB)  # change the future only
+    assert torch.allclose(forward_logits(model, ids2)[:, :7], logits[:, :7], atol=1e-6)
+    assert not torch.allclose(forward_logits(model, ids2)[:, 7:], logits[:, 7:])
+
+
+def test_same_seed_same_init_and_global_rng_untouched():
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = TinyGPT(ModelConfig(), seed=5)
+    after = torch.rand(1)
+    assert torch.equal(before, after)  # building a model does not consume the global RNG
+    b = TinyGPT(ModelConfig(), seed=5)
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+
+
+def test_sample_shapes_and_mask_after_eos(model, prompts):
+    out = sample(model, prompts, max_new_tokens=5, temperature=1.5,
+                 generator=torch.Generator().manual_seed(0))
+    B, N = out.tokens.shape
+    assert B == 24 and 1 <= N <= 5
+    assert out.logprobs.shape == out.mask.shape == (B, N)
+    assert out.sequences.shape == (B, 6 + N)
+    for b in range(B):
+        toks, m = out.tokens[b].tolist(), out.mask[b].tolist()
+        n_real = int(sum(m))
+        assert m == [1.0] * n_real + [0.0] * (N - n_real)  # 1s then 0s
+        if EOS_ID in toks[:n_real]:
+            assert toks.index(EOS_ID) == n_real - 1  # the mask ends with the first EOS
+        else:
+            assert n_real == N == 5  # ran out of budget
+        assert all(t == PAD_ID for t in toks[n_real:])
+    assert (out.logprobs[out.mask == 0] == 0).all()
+    assert (out.logprobs[out.mask == 1] <= 0).all()
+
+
+@pytest.mark.parametrize("temperature, top_k", [(1.0, None), (0.7, None), (1.3, 4)])
+def test_completion_logprobs_equal_sampling_logprobs(model, prompts, temperature, top_k):
+    out = sample(model, prompts, max_new_tokens=4, temperature=temperature, top_k=top_k,
+                 generator=torch.Generator().manual_seed(1))
+    lp = completion_logprobs(model, prompts, out.tokens, out.mask, temperature=temperature,
+                             top_k=top_k)
+    assert lp.shape == out.tokens.shape
+    torch.testing.assert_close(lp, out.logprobs, atol=1e-5, rtol=0)
+    # and a wrong temperature gives different numbers (the test can fail)
+    lp_wrong = completion_logprobs(model, prompts, out.tokens, out.mask,
+                                   temperature=2 * temperature)
+    assert not torch.allclose(lp_wrong, out.logprobs, atol=1e-3)
+
+
+def test_completion_logprobs_has_gradient(model, prompts):
+    comp = torch.full((prompts.shape[0], 3), 3)
+    lp = completion_logprobs(model, prompts, comp)
+    lp.sum().backward()
+    assert model.head.weight.grad is not None
+    model.zero_grad()
+
+
+def test_top_k_one_is_greedy(model, prompts):
+    a = sample(model, prompts, 4, top_k=1, generator=torch.Generator().manual_seed(0))
+    g = sample(model, prompts, 4, greedy=True)
+    assert torch.equal(a.tokens, g.tokens)
+    assert torch.allclose(a.logprobs, torch.zeros_like(a.logprobs))  # prob 1 after top-1
+
+
+def test_sampling_is_reproducible_with_generator(model, prompts):
+    a = sample(model, prompts, 4, generator=torch.Generator().manual_seed(7))
+    b = sample(model, prompts, 4, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.logprobs, b.logprobs)
+
+
+@pytest.mark.parametrize("kwargs, msg", [
+    ({"temperature": 0.0}, "temperature"), ({"temperature": -1.0}, "temperature"),
+    ({"top_k": 0}, "top_k"), ({"max_new_tokens": 0}, "max_new_tokens"),
+])
+def test_sample_bad_args(model, prompts, kwargs, msg):
+    args = {"max_new_tokens": 3} | kwargs
+    with pytest.raises(ValueError, match=msg):
+        sample(model, prompts, **args)
+
+
+def test_bad_model_config():
+    with pytest.raises(ValueError, match="divisible"):
+        ModelConfig(n_embd=30, n_head=4)
+    with pytest.raises(ValueError, match="n_layer"):
+        ModelConfig(n_layer=0)
+    with pytest.raises(ValueError, match="block_size"):
+        TinyGPT(ModelConfig(block_size=4))(torch.zeros(1, 5, dtype=torch.long))
+
+
+def test_value_model_from_policy(model):
+    critic = ValueModel.from_policy(model)
+    ids = torch.randint(0, len(VOCAB), (2, 7))
+    assert critic(ids).shape == (2, 7)
+    assert torch.equal(critic.body.tok_emb.weight, model.tok_emb.weight)
+    assert critic.body.tok_emb.weight.data_ptr() != model.tok_emb.weight.data_ptr()  # a copy
+
+
+def test_forward_logits_and_sampling_with_a_hugging_face_model(prompts):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.GPT2Config(vocab_size=len(VOCAB), n_positions=16, n_embd=32, n_layer=1,
+                                  n_head=2, eos_token_id=EOS_ID, bos_token_id=EOS_ID)
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(cfg).eval()
+    logits = forward_logits(hf, prompts)
+    assert logits.shape == (prompts.shape[0], prompts.shape[1], len(VOCAB))
+    out = sample(hf, prompts, 4, generator=torch.Generator().manual_seed(0))
+    lp = completion_logprobs(hf, prompts, out.tokens, out.mask)
+    torch.testing.assert_close(lp, out.logprobs, atol=1e-5, rtol=0)
