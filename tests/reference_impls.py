@@ -290,6 +290,66 @@ def ref_dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=
     return _mean(losses), stats
 
 
+def ref_policy_loss_grad(logprobs, old_logprobs, advantages, mask=None, ref_logprobs=None,
+                         clip_eps=0.2, clip_eps_high=None, beta=0.0, agg="token-mean",
+                         max_len=None):
+    """d loss / d logprobs (B x T) of the clipped surrogate (+ beta * k3), by hand.
+
+    Per real token: d/dlogp of -min(ratio A, clip(ratio) A) is 0 where the clipped term is
+    used and -ratio * A elsewhere; d/dlogp of beta * k3 = beta * (exp(ref - logp) - (ref -
+    logp) - 1) is beta * (1 - exp(ref - logp)). Times the token's weight in the
+    aggregation: 1/N (token-mean), 1/(n_i S) (per-sequence mean of S non-empty sequences),
+    1/S (seq-mean-token-sum), 1/(B max_len) (dr_grpo's constant). Padding gets 0.
+    ``agg`` takes the grpo loss_types or the ppo aggregations.
+    """
+    B, T = len(logprobs), len(logprobs[0])
+    eps_high = clip_eps if clip_eps_high is None else clip_eps_high
+    real = [[mask is None or mask[b][t] == 1 for t in range(T)] for b in range(B)]
+    n_seq = [sum(row) for row in real]
+    S, N = sum(1 for n in n_seq if n > 0), sum(n_seq)
+    grads = [[0.0] * T for _ in range(B)]
+    for b in range(B):
+        for t in range(T):
+            if not real[b][t]:
+                continue
+            a = advantages[b][t] if isinstance(advantages[b], list) else advantages[b]
+            _, ratio, clipped = ref_surrogate_token(
+                logprobs[b][t], old_logprobs[b][t], a, clip_eps, eps_high)
+            g = 0.0 if clipped else -ratio * a
+            if ref_logprobs is not None and beta > 0:
+                g += beta * (1.0 - math.exp(ref_logprobs[b][t] - logprobs[b][t]))
+            if agg in ("token-mean", "dapo", "bnpo"):
+                w = 1.0 / N
+            elif agg in ("seq-mean-token-mean", "grpo"):
+                w = 1.0 / (n_seq[b] * S)
+            elif agg == "seq-mean-token-sum":
+                w = 1.0 / S
+            elif agg == "dr_grpo":
+                w = 1.0 / (B * (max_len or T))
+            else:
+                raise ValueError(agg)
+            grads[b][t] = g * w
+    return grads
+
+
+def ref_value_loss_grad(values, old_values, returns, mask=None, clip_range=0.2):
+    """d value_loss / d values (B x T), by hand: 0.5 * d/dv max(u, c) / N with
+    u = (v - R)^2 (gradient 2 (v - R)) and c = (old + clip(v - old) - R)^2 (gradient
+    2 (v_clip - R) inside the clip range, 0 outside); padding gets 0."""
+    B, T = len(values), len(values[0])
+    real = [(b, t) for b in range(B) for t in range(T) if mask is None or mask[b][t] == 1]
+    grads = [[0.0] * T for _ in range(B)]
+    for b, t in real:
+        v, old, ret = values[b][t], old_values[b][t], returns[b][t]
+        moved = v - old
+        inside = -clip_range < moved < clip_range
+        v_clip = old + min(max(moved, -clip_range), clip_range)
+        u, c = (v - ret) ** 2, (v_clip - ret) ** 2
+        g = 2 * (v - ret) if (u >= c or inside) else 0.0  # inside: v_clip = v, same term
+        grads[b][t] = 0.5 * g / len(real)
+    return grads
+
+
 # ----------------------------------------------------------------------------------------
 # seeded random inputs
 # ----------------------------------------------------------------------------------------
@@ -632,6 +692,70 @@ def compare_dpo_loss(fn, seed=0):
         rtol, atol = (1e-5, 1e-6) if dtype == torch.float64 else (1e-4, 1e-4)
         problems += _diff_tensor(name + " loss", got_loss, want_loss, None, rtol, atol)
         problems += _diff_stats(name, got_stats, want_stats, rtol, atol)
+    return problems
+
+
+def compare_policy_loss_grad(fn, seed=0, kind="grpo"):
+    """Autograd gradient of grpo_loss (kind="grpo") or ppo_policy_loss (kind="ppo")
+    w.r.t. the log-probs against ``ref_policy_loss_grad``: catches a KL term or a token
+    weight that is right in value but wrong (or detached) in the gradient."""
+    gen = torch.Generator().manual_seed(seed)
+    problems = []
+    B, T = 5, 6
+    if kind == "grpo":
+        cases = itertools.product(["grpo", "dapo", "bnpo", "dr_grpo"], [None, 0.28],
+                                  [0.0, 0.04, 0.5], ["none", "any_empty"])
+    else:
+        cases = itertools.product(["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"],
+                                  [None, 0.28], [0.0], ["none", "any_empty"])
+    for agg, eps_high, beta, mask_kind in cases:
+        logp, old, ref = _random_policy_batch(gen, B, T, torch.float64)
+        adv = torch.randn(B, T, generator=gen, dtype=torch.float64)  # (B, T)
+        mask = None
+        if mask_kind == "any_empty":
+            mask = random_mask(gen, B, T, "any", empty_row=3)
+        name = f"{kind} grad agg={agg} clip_eps_high={eps_high} beta={beta} mask={mask_kind}"
+        want = ref_policy_loss_grad(
+            logp.tolist(), old.tolist(), adv.tolist(),
+            None if mask is None else mask.tolist(), ref.tolist() if beta > 0 else None,
+            0.2, eps_high, beta, agg)
+        logp = logp.clone().requires_grad_(True)
+        try:
+            if kind == "grpo":
+                loss, _ = fn(logp, old, adv, mask=mask, ref_logprobs=ref if beta > 0 else None,
+                             clip_eps=0.2, clip_eps_high=eps_high, beta=beta, loss_type=agg)
+            else:
+                loss, _ = fn(logp, old, adv, mask=mask, clip_eps=0.2, clip_eps_high=eps_high,
+                             agg=agg)
+            (grad,) = torch.autograd.grad(loss, logp)
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"{name}: raised {exc!r}")
+            continue
+        problems += _diff_tensor(name, grad, want, None, rtol=1e-6, atol=1e-9)
+    return problems
+
+
+def compare_value_loss_grad(fn, seed=0):
+    """Autograd gradient of value_loss w.r.t. the values against ``ref_value_loss_grad``."""
+    gen = torch.Generator().manual_seed(seed)
+    problems = []
+    B, T = 4, 6
+    for clip_range, mask_kind in itertools.product([0.2, 0.5], ["none", "any_empty"]):
+        old = torch.randn(B, T, generator=gen, dtype=torch.float64)  # (B, T)
+        values = old + torch.randn(B, T, generator=gen, dtype=torch.float64) * 0.4
+        returns = old + torch.randn(B, T, generator=gen, dtype=torch.float64)
+        mask = None if mask_kind == "none" else random_mask(gen, B, T, "any", empty_row=1)
+        name = f"value_loss grad clip_range={clip_range} mask={mask_kind}"
+        want = ref_value_loss_grad(values.tolist(), old.tolist(), returns.tolist(),
+                                   None if mask is None else mask.tolist(), clip_range)
+        values = values.clone().requires_grad_(True)
+        try:
+            loss, _ = fn(values, old, returns, mask=mask, clip_range=clip_range)
+            (grad,) = torch.autograd.grad(loss, values)
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"{name}: raised {exc!r}")
+            continue
+        problems += _diff_tensor(name, grad, want, None, rtol=1e-6, atol=1e-9)
     return problems
 
 

@@ -16,6 +16,7 @@ from reference_impls import (
     clip_gradient_violations,
     compare_group_advantages,
     compare_grpo_loss,
+    compare_policy_loss_grad,
 )
 
 from course_lib import compute_group_advantages, grpo_loss
@@ -267,6 +268,23 @@ def test_grpo_loss_is_zero_at_ratio_one_but_gradient_is_not():
 def test_grpo_loss_match_reference_every_option():
     problems = compare_grpo_loss(grpo_loss)
     assert problems == [], "\n".join(problems[:20])
+
+
+def test_grpo_loss_gradient_matches_hand_derivative_every_option():
+    # per token: 0 where the clipped term is used, else -ratio * A; plus
+    # beta * (1 - pi_ref/pi) from the k3 term; times the token's weight in the aggregation
+    problems = compare_policy_loss_grad(grpo_loss, kind="grpo")
+    assert problems == [], "\n".join(problems[:20])
+
+
+def test_grpo_loss_kl_gradient_hand_value():
+    # one token, ratio 1 (A = 0 so only the KL term acts), ref = logp + log 0.5, beta = 0.1:
+    # d/dlogp beta * k3 = beta * (1 - pi_ref/pi) = 0.1 * (1 - 0.5) = 0.05
+    logp = torch.tensor([[-1.0]], dtype=torch.float64, requires_grad=True)
+    loss, _ = grpo_loss(logp, logp.detach(), torch.zeros(1, dtype=torch.float64),
+                        ref_logprobs=logp.detach() + math.log(0.5), beta=0.1)
+    (grad,) = torch.autograd.grad(loss, logp)
+    assert grad.item() == pytest.approx(0.05, abs=1e-12)
 
 
 def test_grpo_loss_stats_are_python_floats():

@@ -18,8 +18,10 @@ from reference_impls import (
     compare_group_advantages,
     compare_grpo_loss,
     compare_kl,
+    compare_policy_loss_grad,
     compare_ppo_policy_loss,
     compare_value_loss,
+    compare_value_loss_grad,
     compare_whiten,
     run_seed_step1,
     seed_step1_problems,
@@ -90,6 +92,16 @@ def grpo_clip_frac_ignores_sign(logprobs, old_logprobs, advantages, mask=None, *
     return loss, {**stats, "clip_frac": float((outside * m).sum() / m.sum())}
 
 
+def grpo_kl_detached(logprobs, old_logprobs, advantages, mask=None, ref_logprobs=None,
+                     beta=0.04, **kwargs):
+    """The right loss value, but the KL term carries no gradient (computed on detached
+    log-probs): the policy is never pulled back towards the reference."""
+    full, stats = grpo_loss(logprobs, old_logprobs, advantages, mask, ref_logprobs,
+                            beta=beta, **kwargs)
+    no_kl, _ = grpo_loss(logprobs, old_logprobs, advantages, mask, None, beta=beta, **kwargs)
+    return no_kl + (full - no_kl).detach(), stats
+
+
 def kl_k1_for_k3(logprobs, ref_logprobs, kind="k3"):
     """Returns the k1 estimate when asked for k3."""
     return kl_estimate(logprobs, ref_logprobs, kind="k1" if kind == "k3" else kind)
@@ -135,6 +147,15 @@ def value_loss_min(values, old_values, returns, mask=None, clip_range=0.2):
     return 0.5 * (per_token * m).sum() / m.sum(), stats
 
 
+def value_loss_clip_detached(values, old_values, returns, mask=None, clip_range=0.2):
+    """The right value, but the clipped branch is built from detached values."""
+    v_clip = old_values + (values.detach() - old_values).clamp(-clip_range, clip_range)
+    per_token = torch.maximum((values - returns) ** 2, (v_clip - returns) ** 2)
+    m = torch.ones_like(values) if mask is None else mask
+    _, stats = value_loss(values, old_values, returns, mask, clip_range)
+    return 0.5 * (per_token * m).sum() / m.sum(), stats
+
+
 def dpo_ignores_label_smoothing(*args, label_smoothing=0.0, **kwargs):
     """Conservative DPO / rDPO label smoothing silently dropped."""
     return dpo_loss(*args, label_smoothing=0.0, **kwargs)
@@ -159,6 +180,9 @@ CHECKS = {
     "whiten": compare_whiten,
     "value_loss": compare_value_loss,
     "dpo_loss": compare_dpo_loss,
+    "grpo_loss_grad": lambda fn: compare_policy_loss_grad(fn, kind="grpo"),
+    "ppo_policy_loss_grad": lambda fn: compare_policy_loss_grad(fn, kind="ppo"),
+    "value_loss_grad": compare_value_loss_grad,
 }
 
 
@@ -180,12 +204,17 @@ MUTANTS = [
     ("value_loss", value_loss_min),
     ("dpo_loss", dpo_ignores_label_smoothing),
     ("dpo_loss", dpo_rewards_without_beta),
+    ("grpo_loss_grad", grpo_kl_detached),
+    ("grpo_loss_grad", grpo_token_mean_for_grpo),
+    ("ppo_policy_loss_grad", ppo_no_clip),
+    ("value_loss_grad", value_loss_clip_detached),
 ]
 
 
 @pytest.mark.parametrize("name, mutant", MUTANTS, ids=[m.__name__ for _, m in MUTANTS])
 def test_checker_detects_mutant(name, mutant):
-    assert CHECKS[name](getattr(course_lib, name)) == [], f"{name} itself must pass"
+    real = getattr(course_lib, name.removesuffix("_grad"))
+    assert CHECKS[name](real) == [], f"{name}: course_lib itself must pass"
     problems = CHECKS[name](mutant)
     assert problems, f"{mutant.__name__}: the {name} checker did not notice the mistake"
 

@@ -10,8 +10,10 @@ from reference_impls import (
     HYPOTHESIS_SETTINGS,
     clip_gradient_violations,
     compare_gae,
+    compare_policy_loss_grad,
     compare_ppo_policy_loss,
     compare_value_loss,
+    compare_value_loss_grad,
     compare_whiten,
     ref_reward_to_go,
 )
@@ -65,6 +67,11 @@ def test_ppo_policy_loss_default_is_token_mean_and_clip_eps_high():
 
 def test_ppo_policy_loss_matches_reference_every_agg():
     problems = compare_ppo_policy_loss(ppo_policy_loss)
+    assert problems == [], "\n".join(problems[:20])
+
+
+def test_ppo_policy_loss_gradient_matches_hand_derivative():
+    problems = compare_policy_loss_grad(ppo_policy_loss, kind="ppo")
     assert problems == [], "\n".join(problems[:20])
 
 
@@ -302,6 +309,13 @@ def test_value_loss_hand_values():
 
 def test_value_loss_matches_reference():
     problems = compare_value_loss(value_loss)
+    assert problems == [], "\n".join(problems[:20])
+
+
+def test_value_loss_gradient_matches_hand_derivative():
+    # 0.5 * d/dv max(u, c) / N: 2 (v - R) where the unclipped square is used or v moved
+    # less than c; 0 where the clipped square is used and v moved more than c
+    problems = compare_value_loss_grad(value_loss)
     assert problems == [], "\n".join(problems[:20])
 
 
