@@ -579,19 +579,21 @@ def compare_ppo_policy_loss(fn, seed=0):
 
 
 def compare_gae(fn, seed=0):
-    """``fn`` has the signature of course_lib.gae. Masks are right-padded (lengths 0..T);
-    padded positions hold garbage rewards and values that must not leak in."""
+    """``fn`` has the signature of course_lib.gae. Masks are right-padded (lengths 0..T,
+    the case issue 2 specifies) or have gaps ("any": masked tokens in the middle are
+    skipped, the recursion runs over real tokens only, as course_lib documents); masked
+    positions hold garbage rewards and values that must not leak in."""
     gen = torch.Generator().manual_seed(seed)
     problems = []
     B, T = 5, 6
     for gamma, lam, mask_kind, dtype in itertools.product(
-            [1.0, 0.9], [0.95, 1.0, 0.0], ["none", "right"],
+            [1.0, 0.9], [0.95, 1.0, 0.0], ["none", "right", "any"],
             [torch.float64, torch.float32]):
         rewards = torch.randn(B, T, generator=gen, dtype=torch.float64)  # (B, T)
         values = torch.randn(B, T, generator=gen, dtype=torch.float64)  # (B, T)
         mask = None
-        if mask_kind == "right":
-            mask = random_mask(gen, B, T, "right", empty_row=4)
+        if mask_kind != "none":
+            mask = random_mask(gen, B, T, mask_kind, empty_row=4)
             rewards = rewards + 100.0 * (1 - mask)  # garbage in the padding
             values = values - 100.0 * (1 - mask)
         rewards, values = rewards.to(dtype), values.to(dtype)

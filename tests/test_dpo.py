@@ -94,6 +94,12 @@ def test_property_sigmoid_loss_is_log2_when_policy_equals_reference(chosen, data
     assert stats["reward_margin"] == 0.0 and stats["reward_accuracy"] == 0.0
 
 
+def test_dpo_docstring_says_ipo_is_defined_on_length_averaged_logprobs():
+    # issue 2: "say in the docstring that IPO is defined on length-averaged log-probs"
+    doc = " ".join(dpo_loss.__doc__.split()).lower()
+    assert "ipo is defined on length-averaged log-probs" in doc
+
+
 @pytest.mark.parametrize(
     "change, match",
     [

@@ -287,6 +287,25 @@ def test_grpo_loss_kl_gradient_hand_value():
     assert grad.item() == pytest.approx(0.05, abs=1e-12)
 
 
+def test_grpo_loss_overflow_is_guarded():
+    # log-ratio 1000 (policy moved absurdly far): exp would overflow to inf and, with
+    # A < 0, the loss to inf; the log-ratio is clamped, so loss and gradient stay finite
+    old = torch.zeros(2, 2)
+    logp = torch.tensor([[1000.0, 0.0], [-1000.0, 0.0]], requires_grad=True)
+    adv = torch.tensor([-1.0, 1.0])
+    loss, stats = grpo_loss(logp, old, adv, ref_logprobs=old - 1000.0)
+    (grad,) = torch.autograd.grad(loss, logp)
+    assert torch.isfinite(loss) and torch.isfinite(grad).all()
+    assert all(math.isfinite(v) for v in stats.values())
+
+
+def test_grpo_loss_bool_mask_same_as_float_mask():
+    logp, old, adv, mask = _hand_batch()
+    loss_f, stats_f = grpo_loss(logp, old, adv, mask=mask)
+    loss_b, stats_b = grpo_loss(logp, old, adv, mask=mask.bool())
+    assert loss_f.item() == loss_b.item() and stats_f == stats_b
+
+
 def test_grpo_loss_stats_are_python_floats():
     logp, old, adv, mask = _hand_batch()
     _, stats = grpo_loss(logp, old, adv, mask=mask, ref_logprobs=logp - 0.3)
