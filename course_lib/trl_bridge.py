@@ -29,6 +29,10 @@ sets every one of them explicitly from the course config, so nothing is left to 
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,6 +41,7 @@ from torch import Tensor
 
 from course_lib.model import ModelConfig, TinyGPT
 from course_lib.tasks import EOS, EOS_ID, VOCAB
+from course_lib.trainers.grpo import GRPOConfig
 
 __all__ = [
     "build_tokenizer",
@@ -235,97 +240,115 @@ def make_reward_func(task) -> Callable[..., list[float]]:
 
 
 # -- configuration -----------------------------------------------------------------------
-def _field(cfg, names: Sequence[str], default: Any = None) -> Any:
-    for n in names:
-        if hasattr(cfg, n):
-            return getattr(cfg, n)
-    return default
+def to_trl_config(cfg: GRPOConfig | None = None, task=None, output_dir: str = "trl_output",
+                  num_processes: int = 1, **overrides: Any):
+    """Map the course's :class:`~course_lib.trainers.grpo.GRPOConfig` to ``trl.GRPOConfig``.
 
+    ================================  =========================================  ============
+    course_lib ``GRPOConfig``         ``trl.GRPOConfig``                         TRL default
+    ================================  =========================================  ============
+    ``loss_type`` ("grpo")            ``loss_type``                              "dapo"
+    ``scale`` ("group")               ``scale_rewards``                          "group"
+    ``beta`` (0.0)                    ``beta``                                   0.0
+    (KL as in DeepSeekMath Eq. 3)     ``use_bias_correction_kl=False``           True
+    ``clip_eps`` / ``clip_eps_high``  ``epsilon`` / ``epsilon_high``             0.2 / =eps
+    ``group_size`` (8)                ``num_generations``                        8
+    ``prompts_per_step * group_size`` ``per_device_train_batch_size`` x procs    8
+    ``mu`` (1)                        ``num_iterations``                         1
+    ``steps`` x ``mu``                ``max_steps`` (TRL counts optimizer steps)
+    ``lr``                            ``learning_rate`` (constant, no warm-up)   1e-6, linear
+    ``max_new_tokens`` or the task's  ``max_completion_length``                  512
+    ``temperature``, ``top_k``        ``temperature``, ``top_k`` (None -> 0)     1.0, 0
+    ``grad_clip``                     ``max_grad_norm``                          1.0
+    ``weight_decay``                  ``weight_decay``                           0.0
+    ``seed``                          ``seed``                                   42
+    ``adv_eps`` (1e-6)                fixed at 1e-4 inside TRL                   1e-4
+    ================================  =========================================  ============
 
-def to_trl_config(cfg=None, output_dir: str = "trl_output", **overrides: Any):
-    """Map the course's :class:`course_lib.trainers.GRPOConfig` to ``trl.GRPOConfig``.
-
-    ====================================  ===============================================
-    course_lib ``GRPOConfig``             ``trl.GRPOConfig``
-    ====================================  ===============================================
-    ``loss_type``                         ``loss_type`` (TRL default "dapo")
-    ``scale`` (advantage scaling)         ``scale_rewards`` (TRL default "group")
-    ``beta``                              ``beta`` (TRL default 0.0)
-    ``clip_eps`` / ``clip_eps_high``      ``epsilon`` / ``epsilon_high``
-    ``group_size``                        ``num_generations``
-    ``prompts_per_step * group_size``     ``per_device_train_batch_size`` (completions!)
-    ``epochs`` / ``num_iterations`` (mu)  ``num_iterations``
-    ``lr``                                ``learning_rate`` (TRL default 1e-6)
-    ``max_new_tokens``                    ``max_completion_length``
-    ``temperature``                       ``temperature``
-    ``steps``                             ``max_steps``
-    ``seed``                              ``seed``
-    ====================================  ===============================================
-
-    plus :data:`TRL_CPU_DEFAULTS` (bf16 and gradient checkpointing off, CPU, no reporting),
-    constant learning rate, no warm-up, AdamW with the course's betas and weight decay 0,
-    and gradient clipping as in the course. TRL's ``per_device_train_batch_size`` counts
-    completions, not prompts; with N processes each process gets 1/N of them (the global
-    batch stays ``prompts_per_step * group_size``).
+    plus :data:`TRL_CPU_DEFAULTS` (bf16 and gradient checkpointing off, CPU, no reporting).
+    TRL's ``per_device_train_batch_size`` counts *completions*, not prompts, per process:
+    with N processes each gets ``prompts_per_step * group_size / N`` and the global batch
+    stays the course's. ``eval_every``, ``eval_split`` and ``stop_at_accuracy`` have no TRL
+    field (the benchmark evaluates from a callback).
 
     Args:
         cfg: a course ``GRPOConfig`` (None: its defaults).
+        task: needed only when ``cfg.max_new_tokens`` is None (then the task's is used).
         output_dir: where TRL would write checkpoints (nothing is saved by default).
-        **overrides: any ``trl.GRPOConfig`` field, applied last (e.g. ``max_steps=5``).
+        num_processes: number of data-parallel processes the run is launched with.
+        **overrides: any ``trl.GRPOConfig`` field, applied last (e.g. ``use_cpu=False``).
 
     Returns:
         ``trl.GRPOConfig``.
     """
     import trl
 
-    if cfg is None:
-        from course_lib.trainers import GRPOConfig
-
-        cfg = GRPOConfig()
-    num_processes = int(overrides.pop("num_processes", 1))
-    group = int(_field(cfg, ("group_size", "num_generations", "G")))
-    prompts = int(_field(cfg, ("prompts_per_step", "batch_prompts", "n_prompts")))
-    if (prompts * group) % num_processes:
-        raise ValueError(f"{prompts} prompts x {group} completions cannot be split evenly "
-                         f"over {num_processes} processes")
-    clip_eps = float(_field(cfg, ("clip_eps",), 0.2))
-    clip_eps_high = _field(cfg, ("clip_eps_high",), None)
+    cfg = GRPOConfig() if cfg is None else cfg
+    if not isinstance(cfg, GRPOConfig):
+        raise ValueError(f"cfg must be a course_lib GRPOConfig, got {type(cfg).__name__}")
+    cfg.validate()
+    max_new = cfg.max_new_tokens or (task.max_new_tokens if task is not None else None)
+    if max_new is None:
+        raise ValueError("cfg.max_new_tokens is None: pass the task so that its "
+                         "max_new_tokens can be used")
+    batch = cfg.prompts_per_step * cfg.group_size  # completions per step, all processes
+    if num_processes < 1 or batch % num_processes:
+        raise ValueError(f"{cfg.prompts_per_step} prompts x {cfg.group_size} completions "
+                         f"= {batch} cannot be split evenly over {num_processes} processes")
     kwargs: dict[str, Any] = dict(TRL_CPU_DEFAULTS)
     kwargs.update(
         output_dir=output_dir,
-        loss_type=_field(cfg, ("loss_type",), "grpo"),
-        scale_rewards=_field(cfg, ("scale", "scale_rewards", "adv_scale"), "group"),
-        beta=float(_field(cfg, ("beta",), 0.0)),
-        epsilon=clip_eps,
-        epsilon_high=clip_eps if clip_eps_high is None else float(clip_eps_high),
-        num_generations=group,
-        per_device_train_batch_size=prompts * group // num_processes,
-        gradient_accumulation_steps=1,
-        num_iterations=int(_field(cfg, ("num_iterations", "epochs", "mu"), 1)),
-        learning_rate=float(_field(cfg, ("lr", "learning_rate"))),
-        max_completion_length=int(_field(cfg, ("max_new_tokens",), 4)),
-        temperature=float(_field(cfg, ("temperature",), 1.0)),
-        max_steps=int(_field(cfg, ("steps",), 100)),
-        seed=int(_field(cfg, ("seed",), 0)),
+        loss_type=cfg.loss_type,
+        scale_rewards=cfg.scale,
+        beta=cfg.beta,
+        # TRL >= 1.x multiplies the per-token KL by the importance ratio by default
+        # (DeepSeek-V3.2's unbiased KL gradient). DeepSeekMath Eq. 3 and course_lib do not;
+        # at ratio 1 the loss value is the same but the gradient is not.
+        use_bias_correction_kl=False,
+        epsilon=cfg.clip_eps,
+        epsilon_high=cfg.clip_eps if cfg.clip_eps_high is None else cfg.clip_eps_high,
+        num_generations=cfg.group_size,
+        per_device_train_batch_size=batch // num_processes,
+        gradient_accumulation_steps=1,  # one optimizer step per generated batch, as the course
+        num_iterations=cfg.mu,
+        max_steps=cfg.steps * cfg.mu,
+        learning_rate=cfg.lr,
         lr_scheduler_type="constant",
         warmup_steps=0,
-        weight_decay=float(_field(cfg, ("weight_decay",), 0.0)),
-        max_grad_norm=float(_field(cfg, ("max_grad_norm", "grad_clip"), 1.0) or 0.0),
+        max_completion_length=max_new,
+        temperature=cfg.temperature,
+        top_k=0 if cfg.top_k is None else cfg.top_k,
+        max_grad_norm=float(cfg.grad_clip or 0.0),
+        weight_decay=cfg.weight_decay,
+        seed=cfg.seed,
     )
-    betas = _field(cfg, ("betas", "adam_betas"), None)
-    if betas is not None:
-        kwargs.update(adam_beta1=float(betas[0]), adam_beta2=float(betas[1]))
     kwargs.update(overrides)
     return trl.GRPOConfig(**kwargs)
 
 
-def make_trl_trainer(model, task, cfg=None, output_dir: str = "trl_output",
+def make_trl_trainer(model, task, cfg: GRPOConfig | None = None,
+                     output_dir: str = "trl_output", num_processes: int = 1,
                      callbacks: Sequence[Any] | None = None, **overrides: Any):
-    """A ``trl.GRPOTrainer`` on ``model`` for ``task``: dataset, reward and tokenizer built
-    by this module, settings from the course config (:func:`to_trl_config`)."""
+    """A ``trl.GRPOTrainer`` on ``model`` for ``task``, configured from the course's config.
+
+    Dataset (:func:`build_dataset`), reward (:func:`make_reward_func`) and tokenizer
+    (:func:`build_tokenizer`) come from this module, the settings from
+    :func:`to_trl_config` (``overrides`` are passed on to it). With ``beta > 0`` TRL loads
+    its reference model from ``model.config._name_or_path``; an in-memory model is first
+    saved to a temporary folder (removed at exit), so the reference is ``model`` as it is now.
+    """
     import trl
 
-    args = to_trl_config(cfg, output_dir=output_dir, **overrides)
+    args = to_trl_config(cfg, task=task, output_dir=output_dir, num_processes=num_processes,
+                         **overrides)
+    if args.beta != 0.0 and not os.path.isdir(getattr(model.config, "_name_or_path", "")):
+        # With beta > 0 TRL builds the reference model by *loading* model.config._name_or_path
+        # (a Hub id or a local folder). An in-memory model has neither: save its current
+        # weights (the reference = the starting policy) to a private folder first.
+        ref_dir = tempfile.mkdtemp(prefix="trl_reference_")
+        atexit.register(shutil.rmtree, ref_dir, True)
+        model.save_pretrained(ref_dir)
+        model.config._name_or_path = ref_dir
     return trl.GRPOTrainer(
         model=model,
         reward_funcs=make_reward_func(task),
