@@ -31,7 +31,8 @@ def kl_estimate(logprobs: Tensor, ref_logprobs: Tensor, kind: str = "k3") -> Ten
       term (Shao et al. 2024, DeepSeekMath Eq. 4).
 
     The log-ratio is clamped to [-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP] = [-20, 20] before
-    ``exp`` so that k3 cannot overflow (k3 <= e^20 ~ 4.9e8).
+    ``exp`` so that k3 cannot overflow (k3 <= e^20 ~ 4.9e8); k3 is computed as
+    ``expm1(log r) - log r`` so it stays >= 0 in floating point.
 
     Args:
         logprobs: (...,) log pi_theta of the sampled tokens, typically (B, T).
@@ -52,4 +53,6 @@ def kl_estimate(logprobs: Tensor, ref_logprobs: Tensor, kind: str = "k3") -> Ten
         return -log_r
     if kind == "k2":
         return 0.5 * log_r**2
-    return torch.exp(log_r) - log_r - 1.0
+    # expm1(x) - x == exp(x) - 1 - x without the cancellation that makes exp(x) - x - 1
+    # round below 0 for tiny |x| in float32; k3 >= 0 holds exactly, the clamp keeps it so.
+    return (torch.expm1(log_r) - log_r).clamp(min=0.0)
