@@ -84,10 +84,8 @@ def test_property_k3_nonnegative(pairs, dtype):
     assert (kl_estimate(logp, ref, kind="k2") >= 0).all()
 
 
-# Disagreement with issue 2 ("k3 always >= 0"), reported to the lead: course_lib/kl.py
-# computes exp(x) - x - 1, which rounds to -6e-8 in float32 (e.g. logp 0.0,
-# ref 5.824233849127782e-08) and to -1e-16 in float64. torch.expm1(x) - x is >= 0 and more
-# accurate near 0. strict: once kl.py is fixed this XPASSes and fails; remove the marker.
+# Regression: exp(x) - x - 1 rounds to -6e-8 in float32 (e.g. logp 0.0,
+# ref 5.824233849127782e-08) and to -1e-16 in float64; kl.py computes expm1(x) - x instead.
 @settings(**HYPOTHESIS_SETTINGS)
 @given(pairs=st.lists(st.tuples(logprob, st.floats(-1e-6, 1e-6)), min_size=1, max_size=20),
        dtype=st.sampled_from([torch.float64, torch.float32]))
