@@ -1,0 +1,587 @@
+"""The grading pipeline: collect, autograde (sandboxed, parallel), feedback, export, summary.
+
+Built on nbgrader's own pieces: its ``CourseDirectory`` and config, its gradebook
+(``nbgrader.api.Gradebook``, SQLite or any SQLAlchemy URL), its ``Autograde`` converter for
+creating students and submissions, timestamps, late penalties and the autograded folder
+layout, its ``SaveAutoGrades``/``GetGrades`` preprocessors for scores, its ``GenerateFeedback``
+converter and its CSV export. What is replaced is the execution step (see
+:mod:`.executor`) and the sanitizing step (see :mod:`.restore`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import glob
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+
+import nbformat
+from nbformat import NotebookNode
+
+STATUSES = ("graded", "timed out", "crashed", "tampered", "unreadable", "error")
+GRADER_VERSION = "1"
+STATE_DIR = ".grading"  # under the autograded folder; glob("*") never lists it as a student
+
+log = logging.getLogger("course_lib.grading")
+
+
+@dataclass
+class Options:
+    """Settings of one grading run (the command line maps onto these)."""
+
+    assignment: str
+    course_dir: str = "."
+    workers: int = 0  # 0: one per CPU core
+    db_url: str | None = None
+    cell_timeout: float | None = None  # None: nbgrader's Execute.timeout from the config
+    memory_mb: int = 2048
+    preimport: tuple[str, ...] = ("numpy", "torch", "matplotlib")
+    force: bool = False
+    collect: bool = True
+    feedback: bool = True
+    export: str | None = "grades.csv"
+    students: tuple[str, ...] = ()
+    shard: tuple[int, int] = (0, 1)
+    landlock: bool = True
+    namespaces: bool = True
+    kernel_user: str | None = "nobody"
+    quiet: bool = False
+
+
+@dataclass
+class StudentResult:
+    """One student's outcome, also stored as JSON under ``autograded/.grading/``."""
+
+    student: str
+    status: str
+    score: float = 0.0
+    max_score: float = 0.0
+    message: str = ""
+    seconds: float = 0.0
+    fingerprint: str = ""
+    regraded: bool = True
+    notebooks: dict = field(default_factory=dict)
+    layers: dict = field(default_factory=dict)
+
+
+class GradingError(RuntimeError):
+    """Grading itself could not run (bad assignment, unreachable gradebook, no kernel)."""
+
+
+# --------------------------------------------------------------------------- config
+def load_config(course_dir: str, db_url: str | None = None):
+    """nbgrader's configuration for ``course_dir`` (its nbgrader_config.py), with overrides."""
+    from traitlets.config import Config
+    from traitlets.config.loader import PyFileConfigLoader
+
+    course_dir = os.path.abspath(course_dir)
+    cfg = Config()
+    path = os.path.join(course_dir, "nbgrader_config.py")
+    if os.path.exists(path):
+        cfg.merge(PyFileConfigLoader("nbgrader_config.py", path=course_dir).load_config())
+    if "root" not in cfg.CourseDirectory:
+        cfg.CourseDirectory.root = course_dir
+    if db_url:
+        cfg.CourseDirectory.db_url = db_url
+    return cfg
+
+
+def _coursedir(cfg, assignment: str, student: str = "*"):
+    from nbgrader.coursedir import CourseDirectory
+
+    cd = CourseDirectory(config=cfg)
+    cd.assignment_id = assignment
+    cd.student_id = student
+    return cd
+
+
+def _gradebook(cd):
+    from nbgrader.api import Gradebook
+
+    return Gradebook(cd.db_url, cd.course_id)
+
+
+# --------------------------------------------------------------------------- masters
+def ensure_assignment(cfg, assignment: str) -> None:
+    """Make sure the gradebook knows the assignment (generates it into a temp release dir,
+    never touching the committed student versions, if it does not)."""
+    from nbgrader.api import MissingEntry
+    from nbgrader.converters import GenerateAssignment
+
+    cd = _coursedir(cfg, assignment, ".")
+    sources = sorted(glob.glob(cd.format_path(cd.source_directory, ".", assignment)
+                               + "/*.ipynb"))
+    if not sources:
+        raise GradingError(f"no source notebooks for assignment {assignment!r} in "
+                           f"{cd.format_path(cd.source_directory, '.', assignment)}")
+    missing = False
+    with _gradebook(cd) as gb:
+        for path in sources:
+            try:
+                gb.find_notebook(os.path.splitext(os.path.basename(path))[0], assignment)
+            except MissingEntry:
+                missing = True
+    if not missing:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg2 = copy.deepcopy(cfg)
+        cfg2.CourseDirectory.release_directory = tmp
+        cd2 = _coursedir(cfg2, assignment, ".")
+        conv = GenerateAssignment(coursedir=cd2, config=cfg2)
+        conv.force = True
+        conv.start()
+
+
+def build_masters(cfg, assignment: str) -> dict[str, NotebookNode]:
+    """Per notebook id: the source notebook as nbgrader stores it in the gradebook
+    (solutions replaced by stubs, hidden tests kept), instructor cells from the gradebook."""
+    from nbgrader.preprocessors import (
+        CheckCellMetadata,
+        ClearOutput,
+        ClearSolutions,
+        ComputeChecksums,
+        IncludeHeaderFooter,
+        LockCells,
+    )
+
+    cd = _coursedir(cfg, assignment, ".")
+    masters = {}
+    for path in sorted(glob.glob(cd.format_path(cd.source_directory, ".", assignment)
+                                 + "/*.ipynb")):
+        nb_id = os.path.splitext(os.path.basename(path))[0]
+        nb = nbformat.read(path, as_version=4)
+        resources = {"nbgrader": {"notebook": nb_id, "assignment": assignment,
+                                  "student": ".", "db_url": cd.db_url}}
+        for pp in (IncludeHeaderFooter, LockCells, ClearSolutions, ClearOutput,
+                   CheckCellMetadata, ComputeChecksums):
+            nb, resources = pp(config=cfg)(nb, resources)
+        with _gradebook(cd) as gb:
+            stored = {c.name: c for c in gb.find_notebook(nb_id, assignment).source_cells}
+            for cell in nb.cells:
+                meta = cell.metadata.get("nbgrader", {})
+                sc = stored.get(meta.get("grade_id"))
+                if sc is not None and sc.locked:  # what nbgrader restores from
+                    cell.source = sc.source
+                    meta["checksum"] = sc.checksum
+        masters[nb_id] = nb
+    return masters
+
+
+def master_fingerprint(masters: dict[str, NotebookNode]) -> str:
+    h = hashlib.sha256(GRADER_VERSION.encode())
+    for nb_id in sorted(masters):
+        h.update(nb_id.encode())
+        h.update(json.dumps([c.source for c in masters[nb_id].cells]).encode())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- students
+def submission_fingerprint(folder: str, extra: str) -> str:
+    h = hashlib.sha256(extra.encode())
+    for root, dirs, files in sorted(os.walk(folder)):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            h.update(os.path.relpath(path, folder).encode())
+            with open(path, "rb") as fh:
+                h.update(hashlib.sha256(fh.read()).digest())
+    return h.hexdigest()
+
+
+def _state_path(cd, assignment: str, student: str) -> str:
+    return os.path.join(cd.root, cd.autograded_directory, STATE_DIR, assignment,
+                        f"{student}.json")
+
+
+def load_state(cd, assignment: str, student: str) -> StudentResult | None:
+    try:
+        with open(_state_path(cd, assignment, student)) as fh:
+            return StudentResult(**json.load(fh))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def save_state(cd, assignment: str, result: StudentResult) -> None:
+    path = _state_path(cd, assignment, result.student)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(asdict(result), fh, indent=1)
+    os.replace(tmp, path)
+
+
+def shard_of(student: str, shards: int) -> int:
+    """Stable shard of a student id (the same on every machine)."""
+    return int(hashlib.sha256(student.encode()).hexdigest(), 16) % shards
+
+
+# --------------------------------------------------------------------------- the worker
+_W: dict = {}
+
+
+def _worker_init(opts: Options, cfg) -> None:
+    """Runs once in each worker process: config, masters, a zygote with the pre-imports."""
+    from .executor import Zygote
+
+    logging.basicConfig(level=logging.WARNING)
+    for name in ("traitlets", "nbgrader", "Autograde", "GenerateFeedback"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    _W["opts"], _W["cfg"] = opts, cfg
+    _W["masters"] = build_masters(cfg, opts.assignment)
+    _W["scratch_base"] = tempfile.mkdtemp(prefix="course-grading-")
+    os.chmod(_W["scratch_base"], 0o711)
+    _W["zygote"] = Zygote(list(opts.preimport), _kernel_env(_W["scratch_base"], 1),
+                          _W["scratch_base"])
+    import atexit
+
+    atexit.register(_worker_exit)
+
+
+def _worker_exit() -> None:
+    if "zygote" in _W:
+        _W["zygote"].close()
+    shutil.rmtree(_W.get("scratch_base", ""), ignore_errors=True)
+
+
+def _kernel_env(scratch: str, threads: int) -> dict[str, str]:
+    """The whole environment of a grading kernel: nothing of the grader's (no DB URLs,
+    tokens or passwords), HOME and TMPDIR inside the scratch folder."""
+    bindir = os.path.dirname(sys.executable)
+    return {
+        "PATH": f"{bindir}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": scratch, "TMPDIR": os.path.join(scratch, "tmp"),
+        "MPLCONFIGDIR": os.path.join(scratch, ".config", "matplotlib"),
+        "IPYTHONDIR": os.path.join(scratch, ".ipython"),
+        "JUPYTER_RUNTIME_DIR": os.path.join(scratch, ".kernel"),
+        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+        "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0",
+        "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+        "NBGRADER_EXECUTION": "autograde", "MALLOC_ARENA_MAX": "2",
+    }
+
+
+def _policy(opts: Options, scratch: str) -> dict:
+    import course_lib
+
+    user = opts.kernel_user if os.getuid() == 0 else None
+    if user and not _world_readable():
+        user = None  # e.g. Python under /root: stay root inside the user namespace
+    pkg = os.path.dirname(os.path.abspath(course_lib.__file__))
+    return {"scratch": scratch, "read_only": [pkg], "memory_mb": opts.memory_mb,
+            "user": user, "landlock": opts.landlock, "namespaces": opts.namespaces}
+
+
+def _world_readable() -> bool:
+    """Whether an unprivileged user can run this interpreter (e.g. not under /root)."""
+    for path in (sys.executable, sys.base_prefix, sys.prefix):
+        real = os.path.realpath(path)
+        parts = real.split(os.sep)
+        for i in range(2, len(parts) + 1):
+            prefix = os.sep.join(parts[:i]) or os.sep
+            try:
+                mode = os.stat(prefix).st_mode
+            except OSError:
+                return False
+            if not mode & 0o001:
+                return False
+    return True
+
+
+def _make_scratch(base: str, student: str, submitted: str, release: str) -> str:
+    """A fresh folder holding only what the student's code needs: the files the student
+    submitted (except notebooks) and the released data files. No tests, no gradebook."""
+    scratch = tempfile.mkdtemp(prefix="s-", dir=base)
+    for src_root in (submitted, release):
+        if not os.path.isdir(src_root):
+            continue
+        for root, dirs, files in os.walk(src_root):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for name in files:
+                if name.endswith(".ipynb") or name == "timestamp.txt":
+                    continue
+                src = os.path.join(root, name)
+                dst = os.path.join(scratch, os.path.relpath(src, src_root))
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                shutil.copyfile(src, dst)
+    for sub in ("tmp", ".config/matplotlib", ".ipython", ".kernel"):
+        os.makedirs(os.path.join(scratch, sub), exist_ok=True)
+    return scratch
+
+
+def _status_cell(status: str, message: str) -> NotebookNode:
+    cell = nbformat.v4.new_markdown_cell(
+        f"**Autograder: {status}.** {message}".strip())
+    cell.metadata["grading_status"] = True
+    return cell
+
+
+def _zero_tests(nb: NotebookNode, why: str) -> None:
+    from .executor import _error_output
+    from .restore import is_instructor_cell
+
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type == "code" and meta.get("grade") and is_instructor_cell(cell):
+            cell.outputs = [_error_output("NotGraded", why)]
+
+
+def _make_converter():
+    """nbgrader's Autograde converter with the in-memory, sandboxed notebook step."""
+    from nbconvert.preprocessors import ClearMetadataPreprocessor
+    from nbgrader.converters import Autograde
+    from nbgrader.preprocessors import (
+        AssignLatePenalties,
+        CheckCellMetadata,
+        LimitOutput,
+        SaveAutoGrades,
+    )
+
+    from .executor import KernelStartError, OutputLimits, SandboxedKernel, run_notebook
+    from .restore import Unreadable, read_submission, restore
+
+    class SandboxedAutograde(Autograde):
+        autograde_preprocessors = [ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades,
+                                   AssignLatePenalties, CheckCellMetadata]
+
+        def convert_single_notebook(self, notebook_filename: str) -> None:
+            opts = _W["opts"]
+            resources = self.init_single_notebook_resources(notebook_filename)
+            nb_id = resources["nbgrader"]["notebook"]
+            master = _W["masters"][nb_id]
+            spec = master.metadata.get("kernelspec", {})
+            record = {"status": "graded", "message": ""}
+            try:
+                sub = read_submission(notebook_filename, spec.get("name", "python3"),
+                                      spec.get("language", "python"))
+            except Unreadable as exc:
+                nb = copy.deepcopy(master)
+                _zero_tests(nb, f"the notebook could not be read: {exc}")
+                record = {"status": "unreadable", "message": str(exc)}
+            else:
+                nb, rep = restore(sub, master)
+                scratch = _make_scratch(
+                    _W["scratch_base"], resources["nbgrader"]["student"],
+                    os.path.dirname(notebook_filename),
+                    self.coursedir.format_path(self.coursedir.release_directory, ".",
+                                               resources["nbgrader"]["assignment"]))
+                try:
+                    threads = max(1, (os.cpu_count() or 1) // max(opts.workers, 1))
+                    kernel = SandboxedKernel(_W["zygote"], scratch, _policy(opts, scratch),
+                                             _kernel_env(scratch, threads), threads)
+                    try:
+                        run = run_notebook(nb, kernel, _W["timeout"], OutputLimits(),
+                                           rep.instructor_indices)
+                    finally:
+                        kernel.shutdown()
+                finally:
+                    shutil.rmtree(scratch, ignore_errors=True)
+                if run.outcome == "error":
+                    raise KernelStartError(run.message)
+                notes = []
+                if run.outcome == "tampered":
+                    _zero_tests(nb, "not graded: " + run.message)
+                    record = {"status": "tampered", "message": run.message}
+                elif run.outcome in ("timed out", "crashed"):
+                    record = {"status": run.outcome, "message": run.message}
+                elif rep.tampered:
+                    record = {"status": "tampered", "message": ""}
+                if rep.tampered:
+                    notes.append("test cells were restored from the instructor's version ("
+                                 + rep.describe() + ")")
+                if run.truncated_cells:
+                    notes.append(f"the output of {len(run.truncated_cells)} cell(s) was "
+                                 "truncated")
+                record["message"] = "; ".join([m for m in [record["message"], *notes] if m])
+                record["layers"] = run.layers
+                record["kernel_seconds"] = round(run.kernel_seconds, 3)
+            nb.cells.insert(0, _status_cell(record["status"], record["message"]))
+            self._records[nb_id] = record
+            self._init_preprocessors()
+            output, resources = self.exporter.from_notebook_node(nb, resources=resources)
+            self.write_single_notebook(output, resources)
+
+        def _init_preprocessors(self) -> None:
+            self.exporter._preprocessors = []
+            for pp in self.autograde_preprocessors:
+                self.exporter.register_preprocessor(pp)
+
+    return SandboxedAutograde
+
+
+def _feedback(cfg, cd, assignment: str, student: str) -> None:
+    from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
+    from nbgrader.converters import GenerateFeedback
+    from nbgrader.preprocessors import ClearHiddenTests, GetGrades
+
+    from .feedback import SanitizeFeedback
+
+    conv = GenerateFeedback(coursedir=cd, config=cfg)
+    extra = [p for p in conv.preprocessors
+             if p not in (GetGrades, CSSHTMLHeaderPreprocessor, ClearHiddenTests)]
+    conv.preprocessors = [GetGrades, CSSHTMLHeaderPreprocessor, SanitizeFeedback,
+                          ClearHiddenTests, *extra]
+    conv.force = True
+    conv.start()
+
+
+def grade_one(student: str, fingerprint: str) -> StudentResult:
+    """Grade one student's submission of the run's assignment (in a worker process)."""
+    from nbgrader.converters.base import NbGraderException
+
+    opts, cfg = _W["opts"], _W["cfg"]
+    start = time.monotonic()
+    cd = _coursedir(cfg, opts.assignment, student)
+    result = StudentResult(student=student, status="graded", fingerprint=fingerprint)
+    conv_cls = _make_converter()
+    conv = conv_cls(coursedir=cd, config=cfg)
+    conv.force = True
+    conv._records = {}
+    try:
+        for attempt in range(5):  # SQLite may be busy while other workers write
+            try:
+                conv.start()
+                break
+            except NbGraderException as exc:
+                if attempt == 4 or "database" not in str(exc):
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+        if opts.feedback:
+            _feedback(cfg, _coursedir(cfg, opts.assignment, student), opts.assignment,
+                      student)
+        with _gradebook(cd) as gb:
+            sub = gb.find_submission(opts.assignment, student)
+            result.score = round(float(sub.score) - float(sub.late_submission_penalty or 0), 4)
+            result.max_score = float(sub.max_score)
+    except Exception as exc:
+        result.status = "error"
+        result.message = f"grading failed: {exc!r}"
+        log.error("grading %s failed:\n%s", student, traceback.format_exc())
+    records = conv._records
+    result.notebooks = records
+    if result.status != "error":
+        order = ["unreadable", "tampered", "timed out", "crashed", "graded"]
+        statuses = [r["status"] for r in records.values()] or ["graded"]
+        result.status = min(statuses, key=order.index)
+        result.message = " | ".join(
+            f"{nb}: {r['message']}" if len(records) > 1 else r["message"]
+            for nb, r in records.items() if r.get("message"))
+        result.layers = next((r["layers"] for r in records.values() if "layers" in r), {})
+    result.seconds = round(time.monotonic() - start, 3)
+    save_state(cd, opts.assignment, result)
+    return result
+
+
+# --------------------------------------------------------------------------- the command
+def _collect(cfg, assignment: str) -> None:
+    from nbgrader.apps.api import NbGraderAPI
+
+    cd = _coursedir(cfg, assignment)
+    api = NbGraderAPI(coursedir=cd, config=cfg)
+    if not api.exchange_is_functional:
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        result = api.collect(assignment, update=True)
+    if not result.get("success", False) and "No submissions" not in result.get("log", ""):
+        log.warning("nbgrader collect reported a problem:\n%s", result.get("error", ""))
+
+
+def run(opts: Options) -> list[StudentResult]:
+    """Grade ``opts.assignment`` for every (selected) student; returns one result each.
+
+    Raises :class:`GradingError` only when grading itself cannot run.
+    """
+    from nbgrader.plugins import CsvExportPlugin
+
+    cfg = load_config(opts.course_dir, opts.db_url)
+    cd = _coursedir(cfg, opts.assignment)
+    if not opts.workers:
+        opts.workers = os.cpu_count() or 1
+    timeout = opts.cell_timeout
+    if timeout is None:
+        timeout = float(cfg.Execute.get("timeout", 30) or 30)
+    try:
+        if opts.collect:
+            _collect(cfg, opts.assignment)
+        ensure_assignment(cfg, opts.assignment)
+        masters = build_masters(cfg, opts.assignment)
+    except GradingError:
+        raise
+    except Exception as exc:
+        raise GradingError(f"could not prepare assignment {opts.assignment!r}: {exc}") from exc
+    extra = master_fingerprint(masters) + json.dumps([timeout, opts.memory_mb])
+    pattern = cd.format_path(cd.submitted_directory, "*", opts.assignment)
+    students = sorted(os.path.basename(os.path.dirname(p)) for p in glob.glob(pattern)
+                      if os.path.isdir(p))
+    if opts.students:
+        students = [s for s in students if s in set(opts.students)]
+    index, shards = opts.shard
+    students = [s for s in students if shard_of(s, shards) == index]
+    todo: list[tuple[str, str]] = []
+    results: dict[str, StudentResult] = {}
+    for student in students:
+        folder = cd.format_path(cd.submitted_directory, student, opts.assignment)
+        fp = submission_fingerprint(folder, extra)
+        old = load_state(cd, opts.assignment, student)
+        graded = os.path.isdir(cd.format_path(cd.autograded_directory, student,
+                                              opts.assignment))
+        if old and not opts.force and old.fingerprint == fp and graded \
+                and old.status != "error":
+            old.regraded = False
+            results[student] = old
+        else:
+            todo.append((student, fp))
+    if todo:
+        with ProcessPoolExecutor(max_workers=min(opts.workers, len(todo)),
+                                 initializer=_pool_init,
+                                 initargs=(opts, cfg, timeout)) as pool:
+            futures = {pool.submit(grade_one, s, fp): s for s, fp in todo}
+            for fut in as_completed(futures):
+                student = futures[fut]
+                try:
+                    results[student] = fut.result()
+                except Exception as exc:  # a worker process died: grading itself failed
+                    results[student] = StudentResult(student, "error",
+                                                     message=f"worker failed: {exc!r}")
+                if not opts.quiet:
+                    r = results[student]
+                    print(f"  graded {student}: {r.status} {r.score:g}/{r.max_score:g} "
+                          f"({r.seconds:.1f} s)", file=sys.stderr, flush=True)
+    if opts.export:
+        try:
+            plugin = CsvExportPlugin(config=cfg)
+            plugin.to = os.path.join(cd.root, opts.export) if not os.path.isabs(
+                opts.export) else opts.export
+            with _gradebook(cd) as gb, contextlib.redirect_stdout(sys.stderr):
+                plugin.export(gb)
+        except Exception as exc:
+            raise GradingError(f"could not export grades: {exc}") from exc
+    return [results[s] for s in students]
+
+
+def _pool_init(opts: Options, cfg, timeout: float) -> None:
+    _W["timeout"] = timeout
+    _worker_init(opts, cfg)
+
+
+def format_summary(results: list[StudentResult]) -> str:
+    """The per-student table the command prints."""
+    width = max([len("student"), *(len(r.student) for r in results)])
+    lines = [f"{'student':<{width}}  {'score':>11}  {'status':<10}  message"]
+    for r in results:
+        score = f"{r.score:g}/{r.max_score:g}"
+        again = "" if r.regraded else " (unchanged, not regraded)"
+        lines.append(f"{r.student:<{width}}  {score:>11}  {r.status:<10}  "
+                     f"{(r.message or '')[:160]}{again}")
+    counts = {s: sum(r.status == s for r in results) for s in STATUSES}
+    lines.append("totals: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    return "\n".join(lines)
