@@ -97,6 +97,15 @@ def test_property_k3_nonnegative_near_agreement(pairs, dtype):
     assert (k3 >= 0).all(), f"k3 must be >= 0, got {k3.min().item()!r}"
 
 
+def test_k3_rounding_case_found_by_hypothesis():
+    # log(pi_ref/pi) = 5.8e-8 in float32: exp(x) - x - 1 rounds to -5.96e-8 there; the
+    # true k3 is x^2 / 2 = 1.7e-15, which must not come out negative
+    logp = torch.tensor([0.0])
+    ref = torch.tensor([5.824233849127782e-08])
+    assert (torch.exp(ref - logp) - (ref - logp) - 1).item() < 0  # the naive formula
+    assert kl_estimate(logp, ref).item() >= 0
+
+
 @settings(**HYPOTHESIS_SETTINGS)
 @given(logps=st.lists(logprob, min_size=1, max_size=20),
        dtype=st.sampled_from([torch.float64, torch.float32]),
