@@ -33,14 +33,18 @@ import atexit
 import os
 import shutil
 import tempfile
+import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
+from transformers import TrainerCallback
 
 from course_lib.model import ModelConfig, TinyGPT
 from course_lib.tasks import EOS, EOS_ID, VOCAB
+from course_lib.trainers.evaluate import evaluate
 from course_lib.trainers.grpo import GRPOConfig
 
 __all__ = [
@@ -55,6 +59,7 @@ __all__ = [
     "to_trl_config",
     "make_trl_trainer",
     "trl_loss",
+    "HeldOutAccuracy",
     "TRL_CPU_DEFAULTS",
 ]
 
@@ -349,7 +354,9 @@ def make_trl_trainer(model, task, cfg: GRPOConfig | None = None,
         atexit.register(shutil.rmtree, ref_dir, True)
         model.save_pretrained(ref_dir)
         model.config._name_or_path = ref_dir
-    return trl.GRPOTrainer(
+    from transformers import PrinterCallback
+
+    trainer = trl.GRPOTrainer(
         model=model,
         reward_funcs=make_reward_func(task),
         args=args,
@@ -357,6 +364,10 @@ def make_trl_trainer(model, task, cfg: GRPOConfig | None = None,
         processing_class=build_tokenizer(),
         callbacks=list(callbacks or []),
     )
+    # without a progress bar the Trainer prints every log dict; they stay in
+    # trainer.state.log_history (one entry per step with "reward", "loss", ...)
+    trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 # -- TRL's loss on a prepared batch --------------------------------------------------------
@@ -413,3 +424,50 @@ def trl_loss(trainer, prompt_ids: Tensor, completion_ids: Tensor, completion_mas
     return trainer.compute_loss(trainer.model, inputs)
 
 
+
+
+# -- held-out accuracy during a TRL run ------------------------------------------------------
+class HeldOutAccuracy(TrainerCallback):
+    """A ``transformers.TrainerCallback``: greedy held-out accuracy during a TRL run.
+
+    Evaluates with the course's :func:`course_lib.trainers.evaluate` (the same function the
+    course's trainers log) before training, every ``eval_every`` steps and after the last
+    step, and keeps a history like the course trainer's: ``eval_step``, ``eval_accuracy``,
+    ``eval_samples`` (completions used so far) and ``eval_wall`` (seconds of *training*
+    since the start: the time spent evaluating is subtracted). With ``stop_at_accuracy``
+    training stops at the first evaluation that reaches it. Under ``accelerate launch``
+    every process evaluates its (identical) copy of the model, so all stop together.
+    """
+
+    def __init__(self, task, eval_every: int = 10, split: str = "test",
+                 stop_at_accuracy: float | None = None, completions_per_step: int = 128):
+        if eval_every < 0:
+            raise ValueError(f"eval_every must be >= 0, got {eval_every}")
+        self.task, self.eval_every, self.split = task, eval_every, split
+        self.stop_at_accuracy = stop_at_accuracy
+        self.completions_per_step = completions_per_step
+        self.history: dict[str, list] = defaultdict(list)
+        self._t0 = 0.0
+        self._eval_time = 0.0
+
+    def _evaluate(self, step: int, model) -> float:
+        t = time.perf_counter()
+        acc = evaluate(model, self.task, split=self.split)
+        self._eval_time += time.perf_counter() - t
+        self.history["eval_step"].append(step)
+        self.history["eval_accuracy"].append(acc)
+        self.history["eval_samples"].append(step * self.completions_per_step)
+        self.history["eval_wall"].append(time.perf_counter() - self._t0 - self._eval_time)
+        return acc
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._t0, self._eval_time = time.perf_counter(), 0.0
+        self._evaluate(state.global_step, model)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        step = state.global_step
+        if (self.eval_every and step % self.eval_every == 0) or step >= state.max_steps:
+            acc = self._evaluate(step, model)
+            if self.stop_at_accuracy is not None and acc >= self.stop_at_accuracy:
+                control.should_training_stop = True
+        return control
