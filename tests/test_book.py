@@ -1,0 +1,282 @@
+"""Browser test of the built book: every page of _build/html opened in headless Chromium.
+
+Runs in `make test` after `make book`. It serves _build/html on 127.0.0.1 (http.server in a
+thread, free port) and opens every page with Selenium and the system Chromium
+(Debian: `apt-get install chromium chromium-driver`). For each page it checks that
+
+- the equations are typeset: every Sphinx math element holds MathJax output
+  (`mjx-container`), no TeX error (`mjx-merror`) and no raw TeX such as `\\frac` is left in
+  the visible text;
+- every image has loaded (`naturalWidth > 0`);
+- the browser console has no error (no SEVERE log entry: failed scripts, fonts, images...);
+- every link to a page of the book resolves to a built file, and its #anchor exists there;
+
+and it saves a screenshot of each chapter under _build/screenshots/ (top of the page, the
+first display equation, the first figure) for a human to look at.
+
+If Chromium, chromedriver, Selenium or _build/html is missing, the tests are skipped with
+the reason, except when the environment variable CI is set: then they fail, because CI
+must run them (.ci/run installs chromium and chromium-driver).
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import re
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from urllib.parse import unquote, urldefrag, urlsplit
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HTML = ROOT / "_build" / "html"
+SHOTS = ROOT / "_build" / "screenshots"
+IN_CI = bool(os.environ.get("CI"))
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,1600",
+]
+
+# Raw TeX that must not survive typesetting (searched in the visible text, code excluded).
+RAW_TEX = re.compile(r"\\(frac|sum|mathbb|mathcal|operatorname|left|right|pi_|theta|log|min)\b")
+
+pytestmark = pytest.mark.browser
+
+
+def _missing_or_fail(reason: str) -> None:
+    """Skip with a visible reason, or fail in CI where the browser test must run."""
+    if IN_CI:
+        pytest.fail(f"browser test cannot run in CI: {reason}")
+    pytest.skip(reason)
+
+
+def _find(names: list[str]) -> str | None:
+    for name in names:
+        path = name if os.path.isabs(name) else shutil.which(name)
+        if path and os.path.exists(path):
+            return path
+    return None
+
+
+def _pages() -> list[str]:
+    """Every HTML page of the build, as paths relative to _build/html."""
+    if not HTML.is_dir():
+        return []
+    return sorted(p.relative_to(HTML).as_posix() for p in HTML.rglob("*.html")
+                  if "_static" not in p.parts and "_sources" not in p.parts)
+
+
+PAGES = _pages()
+
+
+@pytest.fixture(scope="module")
+def server():
+    if not (HTML / "index.html").exists():
+        _missing_or_fail(f"{HTML} has no index.html: run `make book` first")
+    handler = functools.partial(_QuietHandler, directory=str(HTML))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep pytest's output clean
+        pass
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        _missing_or_fail("selenium is not installed")
+    chromium = _find([os.environ.get("CHROMIUM", ""), "/usr/bin/chromium", "chromium",
+                      "chromium-browser", "google-chrome"])
+    driver_path = _find([os.environ.get("CHROMEDRIVER", ""), "/usr/bin/chromedriver",
+                         "chromedriver"])
+    if not chromium or not driver_path:
+        _missing_or_fail("Chromium or chromedriver not found (Debian: apt-get install "
+                         "chromium chromium-driver)")
+    profile = tempfile.mkdtemp(prefix="book-test-chromium-")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for flag in CHROMIUM_FLAGS + [f"--user-data-dir={profile}"]:
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=opts)
+    driver.set_page_load_timeout(60)
+    driver.set_script_timeout(60)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def _wait_for_mathjax(driver) -> object:
+    """Resolve once MathJax has typeset the page (or at once if the page has no MathJax)."""
+    return driver.execute_async_script(
+        """
+        const done = arguments[arguments.length - 1];
+        const settle = () => {
+          if (!(window.MathJax && MathJax.startup && MathJax.startup.promise)) {
+            done(document.querySelector('.math') ? 'MathJax did not load' : null);
+            return;
+          }
+          MathJax.startup.promise.then(() => done(null)).catch(e => done(String(e)));
+        };
+        if (document.readyState === 'complete') settle();
+        else window.addEventListener('load', settle);
+        """
+    )
+
+
+def _images_state(driver) -> list[dict]:
+    """Wait (up to 10 s) for every image to finish loading, then report each image."""
+    return driver.execute_async_script(
+        """
+        const done = arguments[arguments.length - 1];
+        const imgs = Array.from(document.images);
+        imgs.forEach(i => { i.loading = 'eager'; });
+        const t0 = Date.now();
+        const poll = () => {
+          if (imgs.every(i => i.complete) || Date.now() - t0 > 10000) {
+            done(imgs.map(i => ({src: i.currentSrc || i.src, w: i.naturalWidth})));
+          } else setTimeout(poll, 100);
+        };
+        poll();
+        """
+    )
+
+
+def _local_target(href: str, base: str) -> tuple[Path, str] | None:
+    """(file, fragment) of a link into the book, or None for links leaving it."""
+    if not href.startswith(base + "/"):
+        return None
+    url, frag = urldefrag(href)
+    path = unquote(urlsplit(url).path).lstrip("/")
+    target = HTML / path
+    if path == "" or path.endswith("/") or target.is_dir():
+        target = target / "index.html"
+    return target, frag
+
+
+@functools.cache
+def _ids(path: Path) -> frozenset[str]:
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return frozenset(re.findall(r"""\bid=["']([^"']+)["']""", text))
+
+
+def _screenshot(driver, page: str, selector: str | None, suffix: str) -> None:
+    name = page.replace("/", "_").removesuffix(".html")
+    if selector is not None:
+        found = driver.execute_script(  # instant: the theme's smooth scrolling would lag
+            "const e = document.querySelector(arguments[0]); if (!e) return false;"
+            "const y = e.getBoundingClientRect().top + window.scrollY - 150;"
+            "window.scrollTo({top: y, behavior: 'instant'}); return true;",
+            selector,
+        )
+        if not found:
+            return
+    else:
+        driver.execute_script("window.scrollTo({top: 0, behavior: 'instant'});")
+    driver.save_screenshot(str(SHOTS / f"{name}{suffix}.png"))
+
+
+def test_book_was_built():
+    """The build has the pages the table of contents promises."""
+    if not PAGES:
+        _missing_or_fail(f"{HTML} is missing or empty: run `make book` first")
+    toc = (ROOT / "_toc.yml").read_text()
+    files = re.findall(r"(?:root|file):\s*(\S+)", toc)
+    assert files, "no pages found in _toc.yml"
+    missing = [f for f in files if f"{f}.html" not in PAGES]
+    assert not missing, f"pages in _toc.yml but not in {HTML}: {missing}"
+
+
+@pytest.mark.parametrize("page", PAGES or ["(no build)"])
+def test_page_in_browser(page, server, browser):
+    if page == "(no build)":
+        _missing_or_fail(f"{HTML} is missing: run `make book` first")
+    browser.get_log("browser")  # drop entries of the previous page
+    browser.get(f"{server}/{page}")
+    problems: list[str] = []
+
+    # -- equations ------------------------------------------------------------------------
+    mj_error = _wait_for_mathjax(browser)
+    if mj_error:
+        problems.append(f"MathJax: {mj_error}")
+    math = browser.execute_script(
+        """
+        const els = Array.from(document.querySelectorAll('.math'));
+        const untypeset = els.filter(e => !e.querySelector('mjx-container'))
+                             .map(e => e.textContent.trim().slice(0, 80));
+        const errors = Array.from(document.querySelectorAll('mjx-merror'))
+                             .map(e => e.textContent.slice(0, 80));
+        const clone = document.body.cloneNode(true);
+        clone.querySelectorAll('pre, code, script, style, mjx-assistive-mml, .output')
+             .forEach(e => e.remove());
+        return {n: els.length, containers: document.querySelectorAll('mjx-container').length,
+                untypeset: untypeset, errors: errors, text: clone.innerText};
+        """
+    )
+    if math["untypeset"]:
+        problems.append(f"{len(math['untypeset'])} of {math['n']} equations not typeset, "
+                        f"e.g. {math['untypeset'][:3]}")
+    if math["errors"]:
+        problems.append(f"TeX errors in equations: {math['errors'][:5]}")
+    raw = sorted({m.group(0) for m in RAW_TEX.finditer(math["text"])})
+    if raw:
+        problems.append(f"raw TeX left in the text: {raw}")
+
+    # -- images ---------------------------------------------------------------------------
+    broken = [img["src"] for img in _images_state(browser) if not img["w"]]
+    if broken:
+        problems.append(f"images that did not load: {broken}")
+
+    # -- console errors -------------------------------------------------------------------
+    severe = [e["message"] for e in browser.get_log("browser") if e.get("level") == "SEVERE"]
+    if severe:
+        problems.append(f"console errors: {severe}")
+
+    # -- internal links -------------------------------------------------------------------
+    hrefs = browser.execute_script(
+        "return Array.from(document.querySelectorAll('a[href]')).map(a => a.href);"
+    )
+    dead = []
+    for href in sorted(set(hrefs)):
+        target = _local_target(href, server)
+        if target is None:
+            continue
+        path, frag = target
+        if not path.is_file():
+            dead.append(f"{href} (no file {path.relative_to(HTML)})")
+        elif frag and path.suffix == ".html" and unquote(frag) not in _ids(path):
+            dead.append(f"{href} (no id {frag!r} in {path.relative_to(HTML)})")
+    if dead:
+        problems.append(f"internal links that do not resolve: {dead}")
+
+    # -- screenshots of the chapters ------------------------------------------------------
+    if page.startswith("book/"):
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        _screenshot(browser, page, None, "")
+        _screenshot(browser, page, "div.math", "-equation")
+        _screenshot(browser, page, ".cell_output img", "-figure")
+
+    assert not problems, f"{page}:\n- " + "\n- ".join(problems)
