@@ -434,9 +434,11 @@ class HeldOutAccuracy(TrainerCallback):
     course's trainers log) before training, every ``eval_every`` steps and after the last
     step, and keeps a history like the course trainer's: ``eval_step``, ``eval_accuracy``,
     ``eval_samples`` (completions used so far) and ``eval_wall`` (seconds of *training*
-    since the start: the time spent evaluating is subtracted). With ``stop_at_accuracy``
-    training stops at the first evaluation that reaches it. Under ``accelerate launch``
-    every process evaluates its (identical) copy of the model, so all stop together.
+    since the start: the time spent evaluating is subtracted), plus ``step_seconds`` (the
+    duration of every optimizer step, generation included, evaluation excluded). With
+    ``stop_at_accuracy`` training stops at the first evaluation that reaches it. Under
+    ``accelerate launch`` every process evaluates its (identical) copy of the model, so
+    all processes stop together.
     """
 
     def __init__(self, task, eval_every: int = 10, split: str = "test",
@@ -447,7 +449,7 @@ class HeldOutAccuracy(TrainerCallback):
         self.stop_at_accuracy = stop_at_accuracy
         self.completions_per_step = completions_per_step
         self.history: dict[str, list] = defaultdict(list)
-        self._t0 = 0.0
+        self._t0 = self._last = 0.0
         self._eval_time = 0.0
 
     def _evaluate(self, step: int, model) -> float:
@@ -463,11 +465,14 @@ class HeldOutAccuracy(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self._t0, self._eval_time = time.perf_counter(), 0.0
         self._evaluate(state.global_step, model)
+        self._last = time.perf_counter()
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.history["step_seconds"].append(time.perf_counter() - self._last)
         step = state.global_step
         if (self.eval_every and step % self.eval_every == 0) or step >= state.max_steps:
             acc = self._evaluate(step, model)
             if self.stop_at_accuracy is not None and acc >= self.stop_at_accuracy:
                 control.should_training_stop = True
+        self._last = time.perf_counter()
         return control

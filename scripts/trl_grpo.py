@@ -28,7 +28,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seed", type=int, default=0, help="seed of the warm start and of TRL")
     p.add_argument("--steps", type=int, default=50, help="optimizer steps")
-    p.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate (constant)")
+    p.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate (constant)")
     p.add_argument("--prompts-per-step", type=int, default=16)
     p.add_argument("--group-size", type=int, default=8, help="completions per prompt (G)")
     p.add_argument("--loss-type", default="grpo", choices=["grpo", "dapo", "bnpo", "dr_grpo"])
