@@ -26,6 +26,8 @@ def dpo_loss(
 ) -> tuple[Tensor, dict[str, float]]:
     """The DPO loss (Rafailov et al. 2023, Eq. 7) and its IPO, hinge and robust variants.
 
+    Chapter: ``book/04_dpo.ipynb``.
+
     With the margin of log-ratios
     ``h = [log pi(y_w) - log pi_ref(y_w)] - [log pi(y_l) - log pi_ref(y_l)]``:
 

@@ -37,6 +37,8 @@ GRPO_LOSS_TYPES = {
 def compute_group_advantages(rewards: Tensor, eps: float = 1e-6, scale: str = "group") -> Tensor:
     """Group-relative advantages: outcome supervision of GRPO (Shao et al. 2024, §4.1.2).
 
+    Chapter: ``book/05_grpo.ipynb``.
+
     Each response i of a group of G responses to the same prompt gets one advantage,
     which every token of that response shares:
 
@@ -97,6 +99,8 @@ def grpo_loss(
     max_len: int | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """The GRPO loss to minimise: minus the objective of DeepSeekMath Eq. 3.
+
+    Chapter: ``book/05_grpo.ipynb``.
 
     Per token t of response i, with ``rho = exp(logprobs - old_logprobs)``:
 

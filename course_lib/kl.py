@@ -21,6 +21,8 @@ KL_KINDS = ("k1", "k2", "k3")
 def kl_estimate(logprobs: Tensor, ref_logprobs: Tensor, kind: str = "k3") -> Tensor:
     """Per-token estimate of KL(pi_theta || pi_ref) at tokens sampled from pi_theta.
 
+    Chapter: ``book/05_grpo.ipynb``.
+
     With ``log r = ref_logprobs - logprobs`` (the log of pi_ref / pi_theta):
 
     - ``"k1"``: ``logprobs - ref_logprobs`` = -log r. Unbiased, but can be negative and

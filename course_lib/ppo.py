@@ -43,6 +43,8 @@ def ppo_policy_loss(
 ) -> tuple[Tensor, dict[str, float]]:
     """PPO's clipped policy loss (Schulman et al. 2017, Eq. 7), negated to minimise.
 
+    Chapter: ``book/03_ppo.ipynb``.
+
     Per token: ``-min(rho_t * A_t, clip(rho_t, 1 - clip_eps, 1 + clip_eps_high) * A_t)``
     with ``rho_t = exp(logprobs - old_logprobs)``; ``clip_eps_high`` defaults to
     ``clip_eps``. Averaged over real tokens by ``agg``: ``"token-mean"`` (all tokens of
@@ -94,6 +96,8 @@ def gae(
 ) -> tuple[Tensor, Tensor]:
     """Generalised advantage estimation (Schulman et al. 2016, Eq. 16), per token.
 
+    Chapter: ``book/03_ppo.ipynb``.
+
     ``delta_t = r_t + gamma * V_{t+1} - V_t`` and ``A_t = sum_l (gamma*lam)^l delta_{t+l}``,
     computed backwards as ``A_t = delta_t + gamma * lam * A_{t+1}``. The recursion runs over
     real tokens only (masked positions are skipped, and get advantage 0); the bootstrap
@@ -136,8 +140,11 @@ def gae(
 def whiten(x: Tensor, mask: Tensor | None = None, eps: float = 1e-8) -> Tensor:
     """Normalise ``x`` to masked mean 0 and unbiased (n - 1) masked variance 1.
 
+    Chapter: ``book/03_ppo.ipynb``.
+
     ``(x - mean) / sqrt(var + eps)`` with mean and variance over the real entries only;
-    masked entries are set to 0. Used on PPO advantages (OpenAI lm-human-preferences).
+    masked entries are set to 0. No paper equation: an implementation detail of OpenAI's
+    lm-human-preferences code (Ziegler et al. 2019), which whitens PPO advantages per batch.
 
     Args:
         x: float tensor of any shape, typically (B, T).
@@ -162,6 +169,8 @@ def value_loss(
     clip_range: float = 0.2,
 ) -> tuple[Tensor, dict[str, float]]:
     """Clipped value loss of PPO (OpenAI baselines ppo2; Schulman et al. 2017, Eq. 9 term).
+
+    Chapter: ``book/03_ppo.ipynb``.
 
     ``0.5 * token-mean(max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2))``: the critic
     may not move its prediction more than ``c`` from the value it had when the batch was

@@ -34,6 +34,8 @@ def clipped_surrogate(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Per-token clipped surrogate loss of PPO (Schulman et al. 2017, Eq. 7), negated.
 
+    Chapter: ``book/03_ppo.ipynb``.
+
     ``loss_t = -min(rho_t * A_t, clip(rho_t, 1 - eps_low, 1 + eps_high) * A_t)`` with
     ``rho_t = exp(logprobs - old_logprobs)`` (log-ratio clamped to +-LOG_RATIO_CLAMP).
     ``eps_high`` defaults to ``eps_low`` (symmetric clip); DAPO's clip-higher uses
@@ -72,6 +74,8 @@ def aggregate(
     per_token: Tensor, mask: Tensor, mode: str, max_len: int | None = None
 ) -> Tensor:
     """Average per-token losses (B, T) into one scalar; the modes GRPO variants differ by.
+
+    Chapter: ``book/05_grpo.ipynb``.
 
     - ``"seq-mean-token-mean"``: mean over each sequence's real tokens (1/|o_i|), then mean
       over the sequences that have at least one real token. GRPO as written in
