@@ -46,7 +46,9 @@ __all__ = [
     "check_clipped_surrogate",
     "check_group_diversity",
     "check_bandit_trainer",
+    "check_bandit_seeding",
     "random_rewards",
+    "random_surrogate_batch",
 ]
 
 # ----------------------------------------------------------------------------------------
@@ -360,3 +362,218 @@ def check_simulation(simulate, prob, cases, n_groups: int = 20_000, seed: int = 
     if _abs(a * 2000 - round(a * 2000)) > 1e-2:
         raise CheckFailed("simulate_degenerate_share(..., n_groups=2000, ...) should be a "
                           "count divided by 2000 (a share of simulated groups)")
+
+
+# ----------------------------------------------------------------------------------------
+# ps2: the clipped surrogate and group diversity
+_autograd_grad = torch.autograd.grad
+_requires_grad_ = torch.Tensor.requires_grad_
+_min = builtins.min
+_max = builtins.max
+
+
+def _surrogate_variants(lp, old, adv, mask, eps):
+    """Plain-Python losses of the correct definition and of typical mistakes, and the
+    gradient of the correct one w.r.t. logprobs. Inputs are nested lists (B, T)/(B,)."""
+    B, T = _len(lp), _len(lp[0])
+
+    def per_token(i, t, clip=True, pess=True):
+        r = _exp(lp[i][t] - old[i][t])
+        a = adv[i]
+        u = r * a
+        c = _min(_max(r, 1 - eps), 1 + eps) * a if clip else u
+        return -(_min(u, c) if pess else _max(u, c))
+
+    def seq_mean(fn, use_mask=True):
+        tot, n_seq = 0.0, 0
+        for i in range(B):
+            idx = [t for t in range(T) if mask[i][t] or not use_mask]
+            if not idx:
+                continue
+            tot += sum(fn(i, t) for t in idx) / _len(idx)
+            n_seq += 1
+        return tot / n_seq
+
+    real = [(i, t) for i in range(B) for t in range(T) if mask[i][t]]
+    out = {
+        "correct": seq_mean(per_token),
+        "token_mean": sum(per_token(i, t) for i, t in real) / _len(real),
+        "mask_ignored": seq_mean(per_token, use_mask=False),
+        "negated": -seq_mean(per_token),
+        "no_clip": seq_mean(lambda i, t: per_token(i, t, clip=False)),
+        "max": seq_mean(lambda i, t: per_token(i, t, pess=False)),
+    }
+    n_seq = sum(1 for i in range(B) if any(mask[i]))
+    grad = [[0.0] * T for _ in range(B)]
+    for i in range(B):
+        n = sum(1 for t in range(T) if mask[i][t])
+        for t in range(T):
+            if not mask[i][t]:
+                continue
+            r = _exp(lp[i][t] - old[i][t])
+            a = adv[i]
+            u, c = r * a, _min(_max(r, 1 - eps), 1 + eps) * a
+            if u <= c:  # the unclipped term is the one min() uses: d(-r a)/d logp = -r a
+                grad[i][t] = -r * a / (n * n_seq)
+    return out, grad
+
+
+_SURROGATE_HINTS = {
+    "token_mean": "you averaged over all real tokens of the batch at once (DAPO's "
+                  "token-mean); GRPO averages each sequence over its own real tokens first, "
+                  "then averages the sequences",
+    "mask_ignored": "padding counts: average only over tokens where mask is 1",
+    "negated": "the sign is flipped: return the loss to MINIMISE, i.e. minus the objective",
+    "no_clip": "the ratio is never clipped: use clamp(ratio, 1 - clip_eps, 1 + clip_eps)",
+    "max": "use the pessimistic min(ratio * A, clip(ratio) * A), not the max",
+}
+
+
+def check_clipped_surrogate(func, logprobs, old_logprobs, advantages, mask, clip_eps=0.2,
+                            tol=1e-4, check_grad=False) -> None:
+    """``func(logprobs, old_logprobs, advantages, mask, clip_eps)`` must equal the GRPO
+    clipped surrogate (per-sequence token mean, then mean over sequences, negated); with
+    ``check_grad`` its gradient w.r.t. logprobs must match too (0 where clipped)."""
+    lp_in = _requires_grad_(_detach(logprobs).clone())
+    lp, old = as_floats(logprobs, "logprobs"), as_floats(old_logprobs, "old_logprobs")
+    adv, m = as_floats(advantages, "advantages"), _tolist(mask)
+    loss = call_student(func, lp_in, old_logprobs.clone(), advantages.clone(), mask.clone(),
+                        clip_eps, name="clipped_surrogate_loss")
+    if not _isinstance(loss, _Tensor) or loss.dim() != 0:
+        shape = tuple(loss.shape) if _isinstance(loss, _Tensor) else type(loss).__name__
+        raise CheckFailed(f"clipped_surrogate_loss should return a scalar tensor (0-dim), "
+                          f"got {shape}")
+    got = _tolist(_detach(loss).to(_float64))
+    variants, grad = _surrogate_variants(lp, old, adv, m, clip_eps)
+    want = variants["correct"]
+    if not _isclose(got, want, rel_tol=tol, abs_tol=tol):
+        for name, hint in _SURROGATE_HINTS.items():
+            if _isclose(got, variants[name], rel_tol=tol, abs_tol=tol) and not _isclose(
+                variants[name], want, rel_tol=tol, abs_tol=tol
+            ):
+                raise CheckFailed(f"clipped_surrogate_loss = {got:.5f}, expected {want:.5f}: "
+                                  f"{hint}")
+        raise CheckFailed(
+            f"clipped_surrogate_loss = {got:.5f}, expected {want:.5f}. Per token: ratio = "
+            f"exp(logprobs - old_logprobs), loss = -min(ratio * A, clip(ratio) * A) with A "
+            f"the sequence's advantage; then mean over each sequence's real tokens, then "
+            f"mean over sequences"
+        )
+    if not check_grad:
+        return
+    if not loss.requires_grad:
+        raise CheckFailed("the loss has no gradient: keep it a function of `logprobs` "
+                          "(no .item(), .detach() or torch.tensor(...) on the way)")
+    (g,) = _autograd_grad(loss, lp_in, allow_unused=True)
+    if g is None:
+        raise CheckFailed("the loss does not depend on `logprobs`")
+    g = _tolist(g.to(_float64))
+    for i in range(_len(grad)):
+        for t in range(_len(grad[i])):
+            if not _isclose(g[i][t], grad[i][t], rel_tol=1e-3, abs_tol=1e-6):
+                where = ("a clipped token: its gradient must be exactly 0"
+                         if grad[i][t] == 0.0 and m[i][t] else
+                         "a padding token: it must not get any gradient" if not m[i][t] else
+                         "an unclipped token")
+                raise CheckFailed(
+                    f"gradient w.r.t. logprobs[{i}, {t}] is {g[i][t]:.5f}, expected "
+                    f"{grad[i][t]:.5f} ({where}). The min() of the unclipped and the clipped "
+                    f"term must stay in the graph; do not clamp the log-ratio itself"
+                )
+
+
+def check_group_diversity(func, samples, tol=1e-6) -> None:
+    """``func(samples)`` for integer samples (..., G) must return the share of distinct
+    answers of each group, shape (...), e.g. [3, 3, 5, 7] -> 0.75."""
+    vals = _tolist(samples)
+    groups = _groups(vals)
+    want = [_len(set(g)) / _len(g) for g in groups]
+    out = call_student(func, samples.clone(), name="group_diversity")
+    if _isinstance(out, (int, float)) and samples.dim() == 1:
+        got = [_float(out)]
+    elif _isinstance(out, _Tensor):
+        if tuple(out.shape) != tuple(samples.shape[:-1]):
+            raise CheckFailed(
+                f"group_diversity returned shape {tuple(out.shape)} for samples of shape "
+                f"{tuple(samples.shape)}: one value per group, shape {tuple(samples.shape[:-1])}"
+            )
+        got = _flat(_tolist(out.to(_float64)))
+    else:
+        raise CheckFailed(f"group_diversity should return a tensor, got {type(out).__name__}")
+    for i, (g, w, x) in enumerate(zip(groups, want, got, strict=True)):
+        if _isclose(x, w, abs_tol=tol):
+            continue
+        hint = "count the distinct values of the group and divide by G"
+        if _isclose(x, w * _len(g), abs_tol=tol):
+            hint = "that is the number of distinct answers; return the share (divide by G)"
+        elif _isclose(x, 1 - w, abs_tol=tol):
+            hint = "that is the share of repeats; return the share of distinct answers"
+        raise CheckFailed(f"group {i} = {g}: expected diversity {w:.3f}, got {x:.3f}: {hint}")
+
+
+def random_surrogate_batch(B: int, T: int, seed: int, spread: float = 0.5,
+                           empty_row: bool = False):
+    """(logprobs, old_logprobs, advantages, mask) with ratios in exp(+-spread), random
+    right-padded lengths (padding holds junk values), drawn with Python's generator."""
+    rng = _Random(seed)
+    old = [[-rng.uniform(0.1, 3.0) for _ in range(T)] for _ in range(B)]
+    lp = [[o + rng.uniform(-spread, spread) for o in row] for row in old]
+    adv = [rng.gauss(0.0, 1.0) for _ in range(B)]
+    lengths = [rng.randint(1, T) for _ in range(B)]
+    if empty_row:
+        lengths[rng.randrange(B)] = 0
+    mask = [[1.0 if t < n else 0.0 for t in range(T)] for n in lengths]
+    for i in range(B):
+        for t in range(lengths[i], T):
+            lp[i][t] = -50.0 + rng.uniform(0, 10)  # junk on padding
+    return (_tensor(lp, dtype=_float32), _tensor(old, dtype=_float32),
+            _tensor(adv, dtype=_float32), _tensor(mask, dtype=_float32))
+
+
+# ----------------------------------------------------------------------------------------
+# ps3: GRPO on a bandit
+def check_bandit_trainer(func, arm_probs, seeds, min_success=None, threshold=0.9,
+                         **kwargs) -> None:
+    """``func(arm_probs, seed=s, **kwargs)`` must return the final policy's arm
+    probabilities (K,) and put >= ``threshold`` on the best arm in at least ``min_success``
+    of the runs (default: all)."""
+    p = [_float(v) for v in arm_probs]
+    K = _len(p)
+    best = p.index(_max(p))
+    need = _len(seeds) if min_success is None else min_success
+    ok, report = 0, []
+    for s in seeds:
+        out = call_student(func, _tensor(p), seed=s, name="train_bandit_grpo", **kwargs)
+        probs = as_floats(out, "train_bandit_grpo's result")
+        if tuple(out.shape) != (K,):
+            raise CheckFailed(f"train_bandit_grpo returned shape {tuple(out.shape)} for {K} "
+                              f"arms; return the final policy's probabilities, shape ({K},)")
+        if _min(probs) < 0 or not _isclose(sum(probs), 1.0, abs_tol=1e-4):
+            raise CheckFailed(f"train_bandit_grpo returned {_fmt(probs)}, which is not a "
+                              f"probability vector (sum {sum(probs):.4f}): return "
+                              f"softmax(logits), not the logits")
+        ok += probs[best] >= threshold
+        report.append(f"seed {s}: P(best) = {probs[best]:.3f}")
+    if ok < need:
+        settings = ", ".join(f"{k}={v}" for k, v in kwargs.items()) or "default settings"
+        raise CheckFailed(
+            f"on a bandit with success probabilities {_fmt(p, 12)} ({settings}) the best arm "
+            f"(index {best}) got probability >= {threshold} in {ok} of {_len(seeds)} runs, "
+            f"need {need} ({'; '.join(report)}). Check the sign of the loss (minimise minus "
+            f"the objective), that advantages come from compute-once group statistics, that "
+            f"pi_old is fixed while you take the mu updates, and that you use Adam with lr"
+        )
+
+
+def check_bandit_seeding(func, arm_probs, **kwargs) -> None:
+    """Same seed -> identical result; different seeds -> different results."""
+    a = call_student(func, _tensor(arm_probs), seed=3, name="train_bandit_grpo", **kwargs)
+    b = call_student(func, _tensor(arm_probs), seed=3, name="train_bandit_grpo", **kwargs)
+    c = call_student(func, _tensor(arm_probs), seed=4, name="train_bandit_grpo", **kwargs)
+    fa, fb, fc = (as_floats(x, "train_bandit_grpo's result") for x in (a, b, c))
+    if fa != fb:
+        raise CheckFailed("two runs with seed=3 gave different results: draw every arm and "
+                          "reward from one torch.Generator().manual_seed(seed)")
+    if fa == fc:
+        raise CheckFailed("seeds 3 and 4 gave identical results: the pulls and rewards must "
+                          "be drawn with the generator seeded by `seed`")
