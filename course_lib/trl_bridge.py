@@ -21,10 +21,14 @@ course_lib                  Hugging Face / TRL (this module)
                             a prepared batch; ``tests/test_trl_bridge.py`` checks equality)
 ==========================  ================================================================
 
-TRL's defaults differ from the papers and from the course (FACTS.md): ``beta=0.0`` since
-v0.19 (no reference model), ``loss_type="dapo"`` (token-level mean), ``scale_rewards="group"``,
-``learning_rate=1e-6`` and ``bf16=True``, gradient checkpointing on. :func:`to_trl_config`
-sets every one of them explicitly from the course config, so nothing is left to defaults.
+TRL's defaults differ from the papers and from the course: ``beta=0.0`` since v0.19 (no
+reference model), ``loss_type="dapo"`` (DAPO's token-level mean, not DeepSeekMath Eq. 3's
+per-sequence mean), ``use_bias_correction_kl=True`` (the k3 KL of Eq. 4 multiplied by the
+importance ratio, as in DeepSeek-V3.2), ``learning_rate=1e-6`` with linear decay,
+``bf16=True`` and gradient checkpointing on. :func:`to_trl_config` sets every one of them
+explicitly from the course config, so nothing is left to defaults; with it, TRL's loss is
+exactly :func:`course_lib.grpo_loss` (DeepSeekMath Eq. 3 with the k3 KL of Eq. 4, and the
+DAPO / Dr. GRPO aggregations), which ``tests/test_trl_bridge.py`` checks to 1e-5.
 """
 
 from __future__ import annotations
@@ -67,7 +71,9 @@ __all__ = [
 TRL_CPU_DEFAULTS: dict[str, Any] = {
     "bf16": False,  # TRL default True: bf16 autocast is slow on CPU and changes the numbers
     "fp16": False,
-    "gradient_checkpointing": False,  # TRL default True: only saves memory, costs ~20% time
+    # TRL default gradient_checkpointing=True: saves memory, costs ~20% time. (Set through
+    # the new name: transformers 5 deprecates `gradient_checkpointing`, which mirrors it.)
+    "activation_checkpointing": False,
     "use_cpu": True,
     "report_to": "none",  # no wandb/tensorboard
     "save_strategy": "no",
@@ -375,6 +381,10 @@ def trl_loss(trainer, prompt_ids: Tensor, completion_ids: Tensor, completion_mas
              old_logprobs: Tensor, advantages: Tensor,
              ref_logprobs: Tensor | None = None) -> Tensor:
     """The loss TRL's ``GRPOTrainer`` computes on one prepared batch (one optimizer step).
+
+    With the settings of :func:`to_trl_config` this is minus DeepSeekMath's objective
+    (Shao et al. 2024, Eq. 3, k3 KL of Eq. 4) aggregated as ``loss_type`` says, i.e. the
+    value of :func:`course_lib.grpo_loss` on the same batch.
 
     Builds the dict that ``GRPOTrainer._prepare_inputs`` hands to ``compute_loss`` after
     generation and scoring, then calls the trainer's own ``compute_loss``: TRL recomputes

@@ -263,7 +263,8 @@ def test_to_trl_config_maps_every_field(task):
     assert (a.max_grad_norm, a.seed) == (0.5, 3)
     assert a.use_bias_correction_kl is False
     # what CPU needs instead of TRL's defaults
-    assert a.bf16 is False and a.gradient_checkpointing is False and a.use_cpu is True
+    assert a.bf16 is False and a.use_cpu is True
+    assert a.gradient_checkpointing is False and a.activation_checkpointing is False
     assert a.report_to == [] or a.report_to == "none" or a.report_to == ["none"]
     # TRL's defaults that the mapping overrides
     d = trl.GRPOConfig(output_dir="unused", use_cpu=True)
