@@ -420,16 +420,36 @@ def _make_converter():
 
 def _feedback(cfg, cd, assignment: str, student: str) -> None:
     from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
+    from nbconvert.writers import FilesWriter
     from nbgrader.converters import GenerateFeedback
     from nbgrader.preprocessors import ClearHiddenTests, GetGrades
 
     from .feedback import SanitizeFeedback
 
-    conv = GenerateFeedback(coursedir=cd, config=cfg)
+    class CachedFeedback(GenerateFeedback):
+        """GenerateFeedback that keeps its HTML exporter (compiled templates) per worker."""
+
+        def start(self) -> None:
+            self.init_notebooks()
+            self.writer = FilesWriter(parent=self, config=self.config)
+            if "feedback_exporter" not in _W:
+                exporter = self.exporter_class(parent=self, config=self.config)
+                for pp in self.preprocessors:
+                    exporter.register_preprocessor(pp)
+                _W["feedback_exporter"] = exporter
+            self.exporter = _W["feedback_exporter"]
+            here = os.getcwd()
+            os.chdir(self.coursedir.root)
+            try:
+                self.convert_notebooks()
+            finally:
+                os.chdir(here)
+
+    conv = CachedFeedback(coursedir=cd, config=cfg)
     extra = [p for p in conv.preprocessors
              if p not in (GetGrades, CSSHTMLHeaderPreprocessor, ClearHiddenTests)]
-    conv.preprocessors = [GetGrades, CSSHTMLHeaderPreprocessor, SanitizeFeedback,
-                          ClearHiddenTests, *extra]
+    conv.preprocessors = [GetGrades, CSSHTMLHeaderPreprocessor, SanitizeFeedback, *extra,
+                          ClearHiddenTests]
     conv.force = True
     conv.start()
 

@@ -33,7 +33,7 @@ HIDDEN_MARK = "BEGIN HIDDEN TESTS"
 
 # Runs before any student code: snapshots the objects whose replacement would let code
 # fake test results, and installs an audit hook (audit hooks cannot be removed) that notes
-# attempts to add hooks or tracers. The names are random per run.
+# attempts to add further audit hooks. The names are random per run.
 _PREAMBLE = r'''
 def {name}():
     import sys, builtins
@@ -54,7 +54,7 @@ def {name}():
     bins = dict(vars(builtins))
     flags = []
     def hook(event, args, _flags=flags):
-        if event in ("sys.addaudithook", "sys.settrace", "sys.setprofile"):
+        if event == "sys.addaudithook":  # (settrace/setprofile: libraries use them)
             _flags.append(event)
     sys.addaudithook(hook)
     def check(_snap=snapshot, _base=base, _bins=bins, _flags=flags, _sys=sys, _b=builtins):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from dataclasses import dataclass, field
 
 import nbformat
@@ -47,8 +48,10 @@ def read_submission(path: str, kernel_name: str, language: str) -> NotebookNode:
     if not isinstance(data.get("metadata"), dict) or not isinstance(data.get("cells"), list):
         raise Unreadable("the notebook has no metadata or no cells")
     try:
-        nb = nbformat.reads(raw.decode("utf-8"), as_version=4)
-        nbformat.validate(nb)
+        with warnings.catch_warnings():  # duplicate cell ids are repaired, not fatal
+            warnings.simplefilter("ignore")
+            nb = nbformat.reads(raw.decode("utf-8"), as_version=4)
+            nbformat.validate(nb)
     except Exception as exc:  # nbformat raises ValidationError and friends
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise Unreadable(f"the notebook does not follow the nbformat 4 schema: {first}") \
@@ -123,6 +126,10 @@ def restore(submission: NotebookNode, master: NotebookNode) -> tuple[NotebookNod
                                                                      RestoreReport]:
     """Rebuild ``submission`` around the cells of ``master`` (see the module docstring)."""
     report = RestoreReport()
+    submission = copy.deepcopy(submission)
+    for cell in submission.cells:  # from_dict keeps multi-line sources as lists
+        if isinstance(cell.get("source"), list):
+            cell.source = "".join(cell.source)
     master_cells = {gid: c for c in master.cells if (gid := _grade_id(c))}
     master_order = [gid for c in master.cells if (gid := _grade_id(c))]
     # 1. Split the submission into graded anchors and the student's own cells after them.

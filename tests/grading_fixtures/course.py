@@ -72,6 +72,7 @@ c.CourseDirectory.root = {root!r}
 c.CourseDirectory.source_directory = "solutions"
 c.CourseDirectory.release_directory = "exercises"
 c.CourseDirectory.db_url = {db_url!r}
+c.CourseDirectory.course_id = {course_id!r}
 c.Execute.timeout = {timeout!r}
 c.ClearSolutions.code_stub = {{"python": "# YOUR CODE HERE\\nraise NotImplementedError()"}}
 """
@@ -88,12 +89,18 @@ def build_course(root: str, db_url: str | None = None, timeout: float = 4.0) -> 
     os.makedirs(os.path.join(root, "solutions", ASSIGNMENT), exist_ok=True)
     db_url = db_url or "sqlite:///" + os.path.join(root, "gradebook.db")
     with open(os.path.join(root, "nbgrader_config.py"), "w") as fh:
-        fh.write(CONFIG.format(root=root, db_url=db_url, timeout=timeout))
+        # nbgrader's empty default course_id breaks PostgreSQL's foreign keys (SQLite does
+        # not enforce them): name the course.
+        fh.write(CONFIG.format(root=root, db_url=db_url, timeout=timeout,
+                               course_id="fx-course" if db_url.startswith("postgres") else ""))
     nbformat.write(source_notebook(),
                    os.path.join(root, "solutions", ASSIGNMENT, f"{ASSIGNMENT}.ipynb"))
-    subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", ASSIGNMENT,
-                    "--force"], cwd=root, check=True, env=nbgrader_env(),
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment",
+                           ASSIGNMENT, "--force"], cwd=root, env=nbgrader_env(),
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError("nbgrader generate_assignment failed:\n" + proc.stdout
+                           + proc.stderr)
     return root
 
 
