@@ -1,0 +1,62 @@
+"""ps3_bandit through the real nbgrader flow with a small class (see test_roundtrip_ps1)."""
+
+import pytest
+from nbgrader_flow import hidden_lines, run_class, set_source, solution_source
+
+A = "ps3_bandit"
+OUTPUT, EASY, TEN, GROUPS = 1, 2, 3, 2
+FULL = OUTPUT + EASY + TEN + GROUPS
+
+
+def submissions(nb):
+    def variant(**changes):
+        out = nb.copy()
+        out.cells = [c.copy() for c in nb.cells]
+        for grade_id, src in changes.items():
+            set_source(out, grade_id, src)
+        return out
+
+    correct = solution_source(A, "train_bandit_grpo")
+    return {
+        "correct": variant(train_bandit_grpo=correct),
+        "unmodified": variant(),
+        # draws from torch's global generator: learns, but ignores the seed
+        "unseeded": variant(train_bandit_grpo=correct.replace(", generator=g", "")),
+        # maximises the loss: a probability vector, seeded, but it finds the WORST arm
+        "wrong_sign": variant(train_bandit_grpo=correct.replace("loss.backward()",
+                                                                "(-loss).backward()")),
+        "delegating": variant(train_bandit_grpo=(
+            "from course_lib.bandit import train_bandit_grpo as _reference\n"
+            "def train_bandit_grpo(arm_probs, group_size=8, steps=300, lr=0.1, clip_eps=0.2,"
+            " seed=0):\n"
+            "    return _reference(arm_probs, group_size, steps, lr, clip_eps, seed)\n")),
+    }
+
+
+EXPECTED = {
+    "correct": FULL,
+    "unmodified": 0,
+    "unseeded": EASY + TEN + GROUPS,
+    "wrong_sign": OUTPUT,
+    "delegating": 0,
+}
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    return run_class(tmp_path_factory.mktemp("ps3_class"), A, submissions)
+
+
+def test_scores_feedback_export(graded):
+    print(f"\n{A}: autograde {graded.autograde_seconds:.1f} s for {len(EXPECTED)} "
+          f"submissions; {graded.timings}")
+    for student, score in graded.scores.items():
+        print(f"  {student:<12} {score}  {graded.cell_scores.get(student)}")
+    assert graded.max_score == FULL + 2  # + the hand-graded comparison
+    assert {s: graded.scores[s] for s in EXPECTED} == pytest.approx(EXPECTED)
+    secrets = hidden_lines(A)
+    for student in EXPECTED:
+        assert graded.feedback[student], f"no feedback for {student}"
+        assert not [ln for ln in secrets if ln in graded.feedback[student]], student
+    assert "reference implementation" in graded.feedback["delegating"]
+    assert sorted(r["student_id"] for r in graded.csv_rows) == sorted(EXPECTED)
