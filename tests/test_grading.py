@@ -132,6 +132,18 @@ def test_sandbox_blocked_reads_writes_and_network(graded):
     assert "add(-5, 5)" not in text
 
 
+def test_killed_kernels_leave_no_processes_behind(graded):
+    leftovers = []
+    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            with open(cmdline, "rb") as fh:
+                if fh.read().split(b"\0")[:2] == [b"sleep", b"4242"]:
+                    leftovers.append(cmdline)
+        except OSError:
+            pass
+    assert not leftovers, "a process started by a killed kernel survived it"
+
+
 def test_huge_output_is_truncated(graded):
     root = graded["root"]
     size = os.path.getsize(os.path.join(root, "feedback", "huge_output", "fx", "fx.html"))

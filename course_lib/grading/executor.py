@@ -100,7 +100,7 @@ class OutputLimits:
 class CellRun:
     """What happened to one cell."""
 
-    status: str  # "ok", "error", "timeout", "died", "not_run"
+    status: str  # "ok", "error", "timeout" (interrupted), "killed", "died", "not_run"
     seconds: float = 0.0
     truncated: bool = False
 
@@ -226,7 +226,7 @@ class SandboxedKernel:
     def execute(self, code: str, timeout: float, limits: OutputLimits,
                 store_history: bool = True, silent: bool = False,
                 user_expressions: dict | None = None,
-                grace: float = 2.0) -> tuple[CellRun, list[NotebookNode], dict | None]:
+                grace: float = 5.0) -> tuple[CellRun, list[NotebookNode], dict | None]:
         """Run ``code``; returns what happened, the (capped) outputs and the shell reply."""
         start = time.monotonic()
         msg_id = self.client.execute(code, silent=silent, store_history=store_history,
@@ -250,9 +250,9 @@ class SandboxedKernel:
                 self.kill()  # the code ignored KeyboardInterrupt
                 outputs.append(_error_output(
                     "CellTimeoutError",
-                    f"the cell did not finish within {timeout:g} s and was stopped; "
-                    "the kernel was restarted, so later cells did not run"))
-                return CellRun("timeout", time.monotonic() - start, dropped > 0), outputs, None
+                    f"the cell did not finish within {timeout:g} s and ignored the interrupt; "
+                    "the kernel was stopped, so later cells did not run"))
+                return CellRun("killed", time.monotonic() - start, dropped > 0), outputs, None
             try:
                 msg = self.client.get_iopub_msg(timeout=0.2)
             except queue.Empty:
@@ -379,19 +379,28 @@ def run_notebook(nb: NotebookNode, kernel: SandboxedKernel, cell_timeout: float,
         report.cells[index] = run
         if run.truncated:
             report.truncated_cells.append(index)
-        if run.status in ("timeout", "died"):
+        if run.status == "timeout":  # interrupted: the kernel lives on, like nbgrader's
+            if report.outcome == "completed":
+                report.outcome = "timed out"
+                report.message = (f"cell {index + 1} did not finish within {cell_timeout:g} s "
+                                  "and was interrupted")
+        if run.status in ("killed", "died"):
             stopped = run
-            report.outcome = "timed out" if run.status == "timeout" else "crashed"
+            report.outcome = "timed out" if run.status == "killed" else "crashed"
             report.message = (
-                f"cell {index + 1} did not finish within {cell_timeout:g} s; the kernel was "
-                "stopped and the cells after it did not run" if run.status == "timeout" else
+                f"cell {index + 1} did not finish within {cell_timeout:g} s and ignored the "
+                "interrupt; the kernel was stopped and the cells after it did not run"
+                if run.status == "killed" else
                 f"the kernel died in cell {index + 1}; the cells after it did not run")
             continue
         if hidden:
             kernel.execute(_SCRUB.format(mark=HIDDEN_MARK), 30, limits,
                            store_history=False, silent=True)
     if stopped is None:
+        timed_out = report.outcome == "timed out"
         _integrity(kernel, check, limits, report)
+        if timed_out and report.outcome == "completed":
+            report.outcome = "timed out"
     report.kernel_seconds = time.monotonic() - start
     return report
 
@@ -409,7 +418,7 @@ def _integrity(kernel: SandboxedKernel, check: str, limits: OutputLimits,
         and any(o.output_type == "error" and nonce in str(o.get("evalue", ""))
                 for o in outputs))
     bad: list[str] = []
-    if run.status in ("timeout", "died"):
+    if run.status in ("timeout", "killed", "died"):
         report.outcome = "crashed" if run.status == "died" else "timed out"
         report.message = "the kernel stopped responding after the last cell"
         return

@@ -24,6 +24,8 @@ import signal
 import sys
 
 from .sandbox import (
+    _LIBC,
+    _PR_SET_PDEATHSIG,
     SandboxPolicy,
     apply_landlock,
     drop_privileges,
@@ -155,6 +157,19 @@ def main(argv: list[str] | None = None) -> None:
     import ipykernel.kernelapp  # noqa: F401  (the expensive part of starting a kernel)
 
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # C processes are reaped automatically
+    # If the worker dies (Ctrl-C, crash), take every kernel this zygote started with it.
+    inits: list[int] = []
+
+    def _cleanup(*_args):
+        for pid in inits:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, _cleanup)
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     out = sys.stdout
     ready = {"ready": True, "landlock_abi": landlock_abi(), "pid": os.getpid()}
     out.write(json.dumps(ready) + "\n")
@@ -164,10 +179,14 @@ def main(argv: list[str] | None = None) -> None:
             continue
         try:
             answer = _spawn(json.loads(line))
+            if "pid" in answer:
+                inits[:] = [p for p in inits if os.path.exists(f"/proc/{p}")]
+                inits.append(answer["pid"])
         except Exception as exc:
             answer = {"error": repr(exc)}
         out.write(json.dumps(answer) + "\n")
         out.flush()
+    _cleanup()
 
 
 if __name__ == "__main__":

@@ -138,7 +138,11 @@ def submissions(root: str, spy_port: int) -> dict[str, object]:
     subs["good"] = good
     subs["partial"] = answer(good, "mul", "def mul(a, b):\n    return a + b")
     subs["untouched"] = rel
+    subs["slow_but_interruptible"] = answer(good, "mul", MUL + "\nimport time\n"
+                                            "time.sleep(600)")
     subs["loop_ignores_interrupt"] = answer(good, "mul", MUL + textwrap.dedent("""
+        import subprocess
+        subprocess.Popen(["sleep", "4242"], start_new_session=True)  # must not outlive us
         while True:
             try:
                 while True:
@@ -233,7 +237,7 @@ def submissions(root: str, spy_port: int) -> dict[str, object]:
 # student -> (status, autograded score out of 6)
 EXPECTED = {
     "good": ("graded", 5), "partial": ("graded", 3), "untouched": ("graded", 0),
-    "loop_ignores_interrupt": ("timed out", 3), "memory_bomb": ("graded", 5),
+    "loop_ignores_interrupt": ("timed out", 3), "slow_but_interruptible": ("timed out", 5), "memory_bomb": ("graded", 5),
     "sys_exit": ("graded", 5), "os_exit": ("crashed", 3), "kills_kernel": ("crashed", 0),
     "huge_output": ("graded", 5), "deleted_test": ("tampered", 5),
     "edited_test": ("tampered", 3), "reordered": ("tampered", 5),
