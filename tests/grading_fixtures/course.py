@@ -237,7 +237,8 @@ def submissions(root: str, spy_port: int) -> dict[str, object]:
 # student -> (status, autograded score out of 6)
 EXPECTED = {
     "good": ("graded", 5), "partial": ("graded", 3), "untouched": ("graded", 0),
-    "loop_ignores_interrupt": ("timed out", 3), "slow_but_interruptible": ("timed out", 5), "memory_bomb": ("graded", 5),
+    "loop_ignores_interrupt": ("timed out", 3), "slow_but_interruptible": ("timed out", 5),
+    "memory_bomb": ("graded", 5),
     "sys_exit": ("graded", 5), "os_exit": ("crashed", 3), "kills_kernel": ("crashed", 0),
     "huge_output": ("graded", 5), "deleted_test": ("tampered", 5),
     "edited_test": ("tampered", 3), "reordered": ("tampered", 5),
