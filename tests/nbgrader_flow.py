@@ -166,6 +166,7 @@ class ClassResult:
     csv_rows: list[dict[str, str]]
     autograde_seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    autograde_log: str = ""
 
 
 def run_class(tmp: Path, assignment: str, make_submissions) -> ClassResult:
@@ -179,20 +180,16 @@ def run_class(tmp: Path, assignment: str, make_submissions) -> ClassResult:
     t["generate+release"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    released = None
     students_dir = tmp / "students"
-    fetched = {}
-    subs = None
-    # every student fetches; the submissions are built from what they fetched
-    probe = students_dir / "_probe"
+    # the submissions are edits of the released notebook (fetched once to build them)
+    probe = students_dir / "_released"
     probe.mkdir(parents=True)
-    released = nbformat.read(fetch(exchange, assignment, "_probe", probe), as_version=4)
+    released = nbformat.read(fetch(exchange, assignment, "_released", probe), as_version=4)
     subs = make_submissions(copy.deepcopy(released))
     for i, (student, nb) in enumerate(subs.items()):
         work = students_dir / student
         work.mkdir()
-        path = fetch(exchange, assignment, student, work)
-        fetched[student] = path
+        path = fetch(exchange, assignment, student, work)  # each student fetches
         if nb is not None:
             if isinstance(nb, str):  # raw text: e.g. a notebook that is not valid JSON
                 path.write_text(nb)
@@ -238,7 +235,6 @@ def run_class(tmp: Path, assignment: str, make_submissions) -> ClassResult:
         feedback[student] = html.unescape(f.read_text()) if f.exists() else ""
     with open(course / "grades.csv") as fh:
         rows = [r for r in csv.DictReader(fh) if r["assignment"] == assignment]
-    result = ClassResult(course, scores, max_score, cells, feedback, rows, autograde_s, t)
-    result.timings["autograde_returncode"] = proc.returncode
-    result.autograde_log = proc.stdout + proc.stderr
-    return result
+    t["autograde_returncode"] = proc.returncode
+    return ClassResult(course, scores, max_score, cells, feedback, rows, autograde_s, t,
+                       proc.stdout + proc.stderr)
