@@ -249,3 +249,24 @@ def test_no_fixture_notebook_is_stored_under_tests():
     here = os.path.dirname(__file__)
     assert not glob.glob(os.path.join(here, "grading_fixtures", "**", "*.ipynb"),
                          recursive=True)
+
+
+def test_collects_from_the_exchange_and_regrades_a_newer_submission(tmp_path):
+    exchange = str(tmp_path / "exchange")
+    os.makedirs(exchange)
+    os.chmod(exchange, 0o777)
+    root = fx.build_course(str(tmp_path / "course"), course_id="fxc", exchange=exchange)
+    fx.nbgrader(root, "release_assignment", fx.ASSIGNMENT)
+    wrong_mul = fx.answer(fx.correct(root), "mul", "def mul(a, b):\n    return 0")
+    for student, nb in (("alice", wrong_mul), ("bob", fx.correct(root))):
+        fx.submit_via_exchange(root, str(tmp_path / student), student, nb, "fxc", exchange)
+    proc = grade(root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert gradebook_scores(root) == {"alice": 3, "bob": 5}
+    fx.submit_via_exchange(root, str(tmp_path / "alice"), "alice", fx.correct(root), "fxc",
+                           exchange)
+    proc = grade(root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = {line.split()[0]: line for line in proc.stdout.splitlines()[1:-1]}
+    assert "not regraded" in lines["bob"] and "not regraded" not in lines["alice"]
+    assert gradebook_scores(root) == {"alice": 5, "bob": 5}

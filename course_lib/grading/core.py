@@ -506,6 +506,9 @@ def _collect(cfg, assignment: str) -> None:
     from nbgrader.apps.api import NbGraderAPI
 
     cd = _coursedir(cfg, assignment)
+    exchange = cfg.Exchange.get("root", "/srv/nbgrader/exchange")
+    if not cd.course_id or not os.path.isdir(os.path.join(exchange, cd.course_id)):
+        return  # no exchange for this course: submissions are placed in submitted/ directly
     api = NbGraderAPI(coursedir=cd, config=cfg)
     if not api.exchange_is_functional:
         return

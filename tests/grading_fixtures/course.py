@@ -73,7 +73,7 @@ c.CourseDirectory.source_directory = "solutions"
 c.CourseDirectory.release_directory = "exercises"
 c.CourseDirectory.db_url = {db_url!r}
 c.CourseDirectory.course_id = {course_id!r}
-c.Execute.timeout = {timeout!r}
+{exchange}c.Execute.timeout = {timeout!r}
 c.ClearSolutions.code_stub = {{"python": "# YOUR CODE HERE\\nraise NotImplementedError()"}}
 """
 
@@ -84,15 +84,18 @@ def nbgrader_env() -> dict[str, str]:
     return env
 
 
-def build_course(root: str, db_url: str | None = None, timeout: float = 4.0) -> str:
+def build_course(root: str, db_url: str | None = None, timeout: float = 4.0,
+                 course_id: str = "", exchange: str | None = None) -> str:
     """Write the course and run ``nbgrader generate_assignment``; returns the root."""
     os.makedirs(os.path.join(root, "solutions", ASSIGNMENT), exist_ok=True)
     db_url = db_url or "sqlite:///" + os.path.join(root, "gradebook.db")
     with open(os.path.join(root, "nbgrader_config.py"), "w") as fh:
         # nbgrader's empty default course_id breaks PostgreSQL's foreign keys (SQLite does
         # not enforce them): name the course.
-        fh.write(CONFIG.format(root=root, db_url=db_url, timeout=timeout,
-                               course_id="fx-course" if db_url.startswith("postgres") else ""))
+        if db_url.startswith("postgres") and not course_id:
+            course_id = "fx-course"
+        fh.write(CONFIG.format(root=root, db_url=db_url, timeout=timeout, course_id=course_id,
+                               exchange=f"c.Exchange.root = {exchange!r}\n" if exchange else ""))
     nbformat.write(source_notebook(),
                    os.path.join(root, "solutions", ASSIGNMENT, f"{ASSIGNMENT}.ipynb"))
     proc = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment",
@@ -263,3 +266,20 @@ def submit(root: str, student: str, content, timestamp: str = "2026-01-01 12:00:
         nbformat.write(content, path)
     with open(os.path.join(folder, "timestamp.txt"), "w") as fh:
         fh.write(timestamp)
+
+
+def nbgrader(root: str, *args: str, cwd: str | None = None) -> None:
+    """Run an nbgrader command for the course at ``root``; raise with its log on failure."""
+    proc = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=cwd or root,
+                          env=nbgrader_env(), capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"nbgrader {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}")
+
+
+def submit_via_exchange(root: str, home: str, student: str, nb, course_id: str,
+                        exchange: str) -> None:
+    """What a student does: put the notebook in ~/fx/ and ``nbgrader submit`` it."""
+    os.makedirs(os.path.join(home, ASSIGNMENT), exist_ok=True)
+    nbformat.write(nb, os.path.join(home, ASSIGNMENT, f"{ASSIGNMENT}.ipynb"))
+    nbgrader(root, "submit", ASSIGNMENT, f"--student={student}", f"--course={course_id}",
+             f"--Exchange.root={exchange}", cwd=home)
