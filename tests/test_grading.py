@@ -93,6 +93,7 @@ def test_command_succeeds_and_summarises_every_student(graded):
     for student in fx.EXPECTED:
         assert student in proc.stdout
     assert "totals:" in proc.stdout
+    assert "sandbox: Landlock" in proc.stdout
 
 
 @pytest.mark.parametrize("student", sorted(fx.EXPECTED))
@@ -163,7 +164,8 @@ def test_rerun_regrades_only_newer_submissions(graded):
     fx.submit(root, "partial", fx.correct(root), timestamp="2026-01-02 12:00:00 UTC")
     proc = grade(root)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = {line.split()[0]: line for line in proc.stdout.splitlines()[1:-1]}
+    lines = {line.split()[0]: line for line in proc.stdout.splitlines()[1:-1]
+             if not line.startswith("sandbox:")}
     assert "not regraded" not in lines["partial"]
     assert all("not regraded" in lines[s] for s in fx.EXPECTED if s != "partial")
     after = gradebook_scores(root)
@@ -267,6 +269,7 @@ def test_collects_from_the_exchange_and_regrades_a_newer_submission(tmp_path):
                            exchange)
     proc = grade(root)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = {line.split()[0]: line for line in proc.stdout.splitlines()[1:-1]}
+    lines = {line.split()[0]: line for line in proc.stdout.splitlines()[1:-1]
+             if not line.startswith("sandbox:")}
     assert "not regraded" in lines["bob"] and "not regraded" not in lines["alice"]
     assert gradebook_scores(root) == {"alice": 5, "bob": 5}

@@ -30,8 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--db-url", help="gradebook URL (default: the config's, SQLite)")
     p.add_argument("--timeout", type=float, help="seconds per cell (default: Execute.timeout)")
     p.add_argument("--memory-mb", type=int, default=2048, help="memory per kernel (MiB)")
-    p.add_argument("--preimport", default="numpy,torch,matplotlib",
-                   help="modules imported once per worker before forking kernels")
+    p.add_argument("--preimport", default="auto",
+                   help="modules imported once per worker before forking kernels; 'auto' "
+                        "(default): numpy, torch and what the read-only cells import")
     p.add_argument("--student", action="append", default=[], help="only these students")
     p.add_argument("--shard", type=_shard, default=(0, 1),
                    help="grade only shard I of N (stable hash of the student id)")

@@ -45,7 +45,7 @@ class Options:
     db_url: str | None = None
     cell_timeout: float | None = None  # None: nbgrader's Execute.timeout from the config
     memory_mb: int = 2048
-    preimport: tuple[str, ...] = ("numpy", "torch", "matplotlib")
+    preimport: tuple[str, ...] = ("auto",)  # "auto": what the instructor cells import
     force: bool = False
     collect: bool = True
     feedback: bool = True
@@ -240,11 +240,40 @@ def _worker_init(opts: Options, cfg) -> None:
     _W["masters"] = build_masters(cfg, opts.assignment)
     _W["scratch_base"] = tempfile.mkdtemp(prefix="course-grading-")
     os.chmod(_W["scratch_base"], 0o711)
-    _W["zygote"] = Zygote(list(opts.preimport), _kernel_env(_W["scratch_base"], 1),
-                          _W["scratch_base"])
+    _W["zygote"] = Zygote(preimports(opts.preimport, _W["masters"]),
+                          _kernel_env(_W["scratch_base"], 1), _W["scratch_base"])
     import atexit
 
     atexit.register(_worker_exit)
+
+
+def preimports(names: tuple[str, ...], masters: dict[str, NotebookNode]) -> list[str]:
+    """Modules for the zygote to import once; ``auto`` stands for numpy, torch and every
+    module a read-only (instructor) cell of the assignment imports at top level."""
+    import ast
+
+    from .restore import is_instructor_cell
+
+    found: list[str] = []
+    for name in names:
+        if name != "auto":
+            found.append(name)
+            continue
+        found += ["numpy", "torch"]
+        for nb in masters.values():
+            for cell in nb.cells:
+                if cell.cell_type != "code" or not is_instructor_cell(cell):
+                    continue
+                try:
+                    tree = ast.parse(cell.source)
+                except SyntaxError:
+                    continue
+                for node in tree.body:
+                    if isinstance(node, ast.Import):
+                        found += [a.name for a in node.names]
+                    elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                        found.append(node.module)
+    return list(dict.fromkeys(found))
 
 
 def _worker_exit() -> None:
@@ -404,6 +433,9 @@ def _make_converter():
                 record["message"] = "; ".join([m for m in [record["message"], *notes] if m])
                 record["layers"] = run.layers
                 record["kernel_seconds"] = round(run.kernel_seconds, 3)
+                slow = sorted(run.cells.items(), key=lambda kv: -kv[1].seconds)[:3]
+                record["slowest_cells"] = [  # 1-based, as in the feedback
+                    [i + 1, round(c.seconds, 3)] for i, c in slow]
             nb.cells.insert(0, _status_cell(record["status"], record["message"]))
             self._records[nb_id] = record
             self._init_preprocessors()
@@ -606,5 +638,11 @@ def format_summary(results: list[StudentResult]) -> str:
         lines.append(f"{r.student:<{width}}  {score:>11}  {r.status:<10}  "
                      f"{(r.message or '')[:160]}{again}")
     counts = {s: sum(r.status == s for r in results) for s in STATUSES}
+    layers = next((r.layers for r in results if r.layers and r.regraded), None)
+    if layers:
+        lines.append(
+            f"sandbox: Landlock ABI {layers.get('landlock_abi', 0) or 'unavailable'}, "
+            f"namespaces {'/'.join(layers.get('namespaces') or []) or 'none'}, "
+            f"kernel user {layers.get('uid') or 'unchanged'}")
     lines.append("totals: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     return "\n".join(lines)
