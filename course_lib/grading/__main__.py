@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--export", default="grades.csv", help="CSV path ('' to skip)")
     p.add_argument("--no-landlock", action="store_true", help="do not use Landlock")
     p.add_argument("--no-namespaces", action="store_true", help="do not use namespaces")
+    p.add_argument("--student-files", action="store_true",
+                   help="also give the kernel the non-notebook files the student submitted")
     p.add_argument("--quiet", action="store_true", help="no per-student progress lines")
     a = p.parse_args(argv)
     opts = Options(
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         preimport=tuple(x for x in a.preimport.split(",") if x), force=a.force,
         collect=not a.no_collect, feedback=not a.no_feedback, export=a.export or None,
         students=tuple(a.student), shard=a.shard, landlock=not a.no_landlock,
-        namespaces=not a.no_namespaces, quiet=a.quiet)
+        namespaces=not a.no_namespaces, quiet=a.quiet, student_files=a.student_files)
     try:
         results = run(opts)
     except GradingError as exc:

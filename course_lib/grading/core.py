@@ -55,6 +55,7 @@ class Options:
     landlock: bool = True
     namespaces: bool = True
     kernel_user: str | None = "nobody"
+    student_files: bool = False
     quiet: bool = False
 
 
@@ -326,19 +327,25 @@ def _world_readable() -> bool:
     return True
 
 
-def _make_scratch(base: str, student: str, submitted: str, release: str) -> str:
-    """A fresh folder holding only what the student's code needs: the files the student
-    submitted (except notebooks) and the released data files. No tests, no gradebook."""
+def _make_scratch(base: str, release: str, submitted: str | None) -> str:
+    """A fresh folder holding only what the student's code needs: the released data files
+    (and, with ``--student-files``, the other files the student submitted). No notebooks,
+    no tests, no gradebook.
+
+    Student files are off by default: ``nbgrader collect`` copies the world-writable
+    exchange with symlinks dereferenced, so a "data file" there may be a copy of anything
+    the instructor can read (the solutions, say), made at collect time.
+    """
     scratch = tempfile.mkdtemp(prefix="s-", dir=base)
     for src_root in (submitted, release):
-        if not os.path.isdir(src_root):
+        if not src_root or not os.path.isdir(src_root):
             continue
         for root, dirs, files in os.walk(src_root):
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             for name in files:
-                if name.endswith(".ipynb") or name == "timestamp.txt":
-                    continue
                 src = os.path.join(root, name)
+                if name.endswith(".ipynb") or name == "timestamp.txt" or os.path.islink(src):
+                    continue
                 dst = os.path.join(scratch, os.path.relpath(src, src_root))
                 os.makedirs(os.path.dirname(dst), exist_ok=True)
                 shutil.copyfile(src, dst)
@@ -399,10 +406,10 @@ def _make_converter():
             else:
                 nb, rep = restore(sub, master)
                 scratch = _make_scratch(
-                    _W["scratch_base"], resources["nbgrader"]["student"],
-                    os.path.dirname(notebook_filename),
+                    _W["scratch_base"],
                     self.coursedir.format_path(self.coursedir.release_directory, ".",
-                                               resources["nbgrader"]["assignment"]))
+                                               resources["nbgrader"]["assignment"]),
+                    os.path.dirname(notebook_filename) if opts.student_files else None)
                 try:
                     threads = max(1, (os.cpu_count() or 1) // max(opts.workers, 1))
                     kernel = SandboxedKernel(_W["zygote"], scratch, _policy(opts, scratch),
