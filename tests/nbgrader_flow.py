@@ -1,11 +1,15 @@
 """Helpers of the nbgrader round-trip tests: a temporary course, a local exchange, students.
 
-The instructor side runs the real command line (``nbgrader generate_assignment``,
-``release_assignment``, ``collect``, ``autograde``, ``generate_feedback``, ``export``)
-with the repository's own ``nbgrader_config.py`` copied into a temporary course root.
-The student side uses nbgrader's exchange classes in-process (what ``nbgrader
-fetch_assignment`` and ``nbgrader submit --student <id>`` run, without a second of start-up
-per student); one student goes through the real ``nbgrader submit --student`` command.
+The repository's own ``nbgrader_config.py`` is copied into a temporary course root. The
+costly step, ``nbgrader autograde``, and ``nbgrader export`` run as real commands; the
+other instructor steps (generate_assignment, release_assignment, collect,
+generate_feedback) run in-process through ``nbgrader.apps.NbGraderAPI`` (the same
+converters and exchange classes the commands and the formgrader use, without seconds of
+start-up per command; the drift test in test_assignments.py runs the
+``generate_assignment`` command itself). The student side uses nbgrader's exchange
+classes in-process too (what ``nbgrader fetch_assignment`` and ``nbgrader submit
+--student <id>`` run); one student per class goes through the real ``nbgrader submit
+--student`` command.
 
 The student id in the exchange is the OS login by default; every student here runs under
 the same login, so each one submits with an explicit student id
@@ -68,6 +72,32 @@ def make_course(tmp: Path, assignments: list[str]) -> tuple[Path, Path, dict[str
         shutil.copytree(REPO / "solutions" / a, course / "solutions" / a,
                         ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     return course, exchange, env_for(course, exchange)
+
+
+def instructor_api(course: Path, env: dict[str, str]):
+    """nbgrader's Python API configured by the course's nbgrader_config.py (read with the
+    course's environment variables, as the commands would)."""
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config.loader import PyFileConfigLoader
+
+    keys = ("NBGRADER_COURSE_ROOT", "NBGRADER_EXCHANGE", "NBGRADER_DB_URL", "PATH")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update({k: env[k] for k in keys})
+    try:
+        cfg = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return NbGraderAPI(coursedir=CourseDirectory(config=cfg), config=cfg)
+
+
+def api_call(result: dict, what: str) -> None:
+    if not result.get("success"):
+        raise AssertionError(f"{what} failed:\n{result.get('error')}\n{result.get('log')}")
 
 
 def _exchange_config(exchange: Path, assignment: str, student: str, workdir: Path):
@@ -175,8 +205,14 @@ def run_class(tmp: Path, assignment: str, make_submissions) -> ClassResult:
     t = {}
     course, exchange, env = make_course(tmp, [assignment])
     t0 = time.perf_counter()
-    nbgrader(["generate_assignment", assignment, "--force"], course, env)
-    nbgrader(["release_assignment", assignment, "--force"], course, env)
+    api = instructor_api(course, env)
+    old_path = os.environ.get("PATH", "")
+    os.environ["PATH"] = env["PATH"]  # a new gradebook runs `alembic`
+    try:
+        api_call(api.generate_assignment(assignment, force=True), "generate_assignment")
+    finally:
+        os.environ["PATH"] = old_path
+    api_call(api.release_assignment(assignment), "release_assignment")
     t["generate+release"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -202,14 +238,14 @@ def run_class(tmp: Path, assignment: str, make_submissions) -> ClassResult:
     t["fetch+submit"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    nbgrader(["collect", assignment, "--update"], course, env)
+    api_call(api.collect(assignment, update=True), "collect")
     t["collect"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     proc = nbgrader(["autograde", assignment, "--force"], course, env, check=False)
     autograde_s = time.perf_counter() - t0
     t["autograde"] = autograde_s
     t0 = time.perf_counter()
-    nbgrader(["generate_feedback", assignment, "--force"], course, env)
+    api_call(api.generate_feedback(assignment, force=True), "generate_feedback")
     t["generate_feedback"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     nbgrader(["export", "--to", str(course / "grades.csv")], course, env)

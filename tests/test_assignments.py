@@ -72,18 +72,21 @@ def _validate(path, invert):
     return v.validate(str(path))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("a", ASSIGNMENTS)
 def test_solution_passes_validator(a):
     result = _validate(REPO / "solutions" / a / f"{a}.ipynb", invert=False)
     assert result == {}, json.dumps(result, indent=1)[:3000]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("a", ASSIGNMENTS)
 def test_unmodified_student_version_fails_every_test(a):
     result = _validate(REPO / "exercises" / a / f"{a}.ipynb", invert=True)
     assert result == {}, f"tests that pass without any student code: {result.get('passed')}"
 
 
+@pytest.mark.slow
 def test_exercises_do_not_drift(tmp_path):
     """exercises/ is exactly what generate_assignment makes from solutions/ now."""
     course, _, env = make_course(tmp_path, list(ASSIGNMENTS))

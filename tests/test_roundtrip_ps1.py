@@ -10,6 +10,8 @@ import math
 import pytest
 from nbgrader_flow import delete_cell, hidden_lines, run_class, set_source, solution_source
 
+pytestmark = pytest.mark.slow  # autograde: seconds per submission
+
 A = "ps1_advantages"
 # autograded points per test cell (the written answer is graded by hand: 2 more points)
 VALUES, BATCHED, DEGENERATE, PROB, SIM = 2, 2, 1, 2, 2

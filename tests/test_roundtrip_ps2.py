@@ -3,6 +3,8 @@
 import pytest
 from nbgrader_flow import hidden_lines, run_class, set_source, solution_source
 
+pytestmark = pytest.mark.slow  # autograde: seconds per submission
+
 A = "ps2_clipping"
 VALUES, MASK, GRAD, DIV, DIV_EDGES = 2, 2, 2, 2, 1
 FULL = VALUES + MASK + GRAD + DIV + DIV_EDGES

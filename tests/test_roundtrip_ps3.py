@@ -3,6 +3,8 @@
 import pytest
 from nbgrader_flow import hidden_lines, run_class, set_source, solution_source
 
+pytestmark = pytest.mark.slow  # autograde: seconds per submission
+
 A = "ps3_bandit"
 OUTPUT, EASY, TEN, GROUPS = 1, 2, 3, 2
 FULL = OUTPUT + EASY + TEN + GROUPS
