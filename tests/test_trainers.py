@@ -1,0 +1,249 @@
+"""Tests of course_lib.trainers and course_lib.sft: one update moves each loss the right way,
+each trainer improves the reward within a few steps, bad configs fail clearly, same seed ->
+same history, and the cached warm start equals a freshly trained one."""
+
+import math
+
+import pytest
+import torch
+
+from course_lib.model import ModelConfig, TinyGPT, sample
+from course_lib.sft import SFTConfig, warm_start
+from course_lib.tasks import AdditionTask
+from course_lib.trainers import (
+    TRAINERS,
+    DPOConfig,
+    DPOTrainer,
+    GRPOConfig,
+    GRPOTrainer,
+    PPOConfig,
+    PPOTrainer,
+    ReinforceConfig,
+    ReinforceTrainer,
+    evaluate,
+)
+
+SMALL = ModelConfig(block_size=16, n_layer=1, n_head=2, n_embd=32)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny matrices: one intra-op thread is as fast, and two threads per xdist worker on a
+    # busy 2-core machine are many times slower (see course_lib.train's docstring).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def task():
+    # the running example's training prompts; only the first 50 held-out prompts, so the
+    # evaluations the trainers run before and after training stay fast
+    return AdditionTask(seed=0, n_test=50)
+
+
+@pytest.fixture(scope="module")
+def warm_state():
+    # the course's warm start (cached on disk after the first build, a few seconds)
+    return warm_start(AdditionTask(seed=0), seed=0).state_dict()
+
+
+def warm_policy(warm_state):
+    m = TinyGPT(ModelConfig(), seed=0)
+    m.load_state_dict(warm_state)
+    return m
+
+
+def sample_accuracy(policy, task, n_prompts=400, k=4, seed=123):
+    """Mean reward of temperature-1 samples on training prompts (what RL maximises)."""
+    prompts = [p for p in task.train[:n_prompts] for _ in range(k)]
+    out = sample(policy, task.encode_prompts(prompts), task.max_new_tokens,
+                 generator=torch.Generator().manual_seed(seed))
+    texts = [task.decode(t) for t in out.tokens]
+    return float(task.rewards(prompts, texts).mean())
+
+
+# ----------------------------------------------------------------- warm start ----------
+
+def test_warm_start_is_weak_but_not_hopeless(warm_state):
+    acc = evaluate(warm_policy(warm_state), AdditionTask(seed=0), split="test")
+    assert 0.15 <= acc <= 0.40, acc
+
+
+def test_warm_start_cache_equals_training_and_is_atomic(task, tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_LIB_CACHE", str(tmp_path))
+    cfg = SFTConfig(max_steps=6, target_accuracy=None)
+    fresh = warm_start(task, seed=3, model_config=SMALL, sft_config=cfg)
+    assert fresh.warm_start_info["cache_hit"] is False
+    loaded = warm_start(task, seed=3, model_config=SMALL, sft_config=cfg)
+    assert loaded.warm_start_info["cache_hit"] is True
+    uncached = warm_start(task, seed=3, model_config=SMALL, sft_config=cfg, use_cache=False)
+    for a, b, c in zip(fresh.state_dict().values(), loaded.state_dict().values(),
+                       uncached.state_dict().values(), strict=True):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) == 1 and files[0].endswith(".pt")  # no temporary file left behind
+    other = warm_start(task, seed=4, model_config=SMALL, sft_config=cfg)
+    assert not torch.equal(other.tok_emb.weight, fresh.tok_emb.weight)  # seed is in the key
+
+
+# ------------------------------------------------------- one update on a fixed batch ----
+
+def fixed_grpo_batch(trainer):
+    batch = trainer.rollout()
+    trainer.score(batch)
+    trainer.compute_targets(batch)
+    return batch
+
+
+def test_one_grpo_update_lowers_the_grpo_loss_on_its_batch(task, warm_state):
+    # A small step (Adam's first step moves every weight by ~lr, so lr must be small for the
+    # ratio to stay inside the clip range) lowers the clipped surrogate on the same batch.
+    for loss_type in ("grpo", "dapo", "dr_grpo"):
+        tr = GRPOTrainer(warm_policy(warm_state), task,
+                         GRPOConfig(seed=0, lr=1e-4, loss_type=loss_type))
+        batch = fixed_grpo_batch(tr)
+        assert batch.advantages.abs().sum() > 0, "need a batch with mixed-reward groups"
+        before = tr.update(batch)["loss"]
+        after = tr.update(batch)["loss"]  # same batch, same old log-probs, moved policy
+        assert after < before - 1e-3, (loss_type, before, after)
+
+
+def test_grpo_with_beta_holds_a_reference_and_logs_kl(task, warm_state):
+    tr = GRPOTrainer(warm_policy(warm_state), task, GRPOConfig(seed=0, lr=1e-4, beta=0.04))
+    assert tr.parameters_held()["reference"] == tr.parameters_held()["policy"]
+    batch = fixed_grpo_batch(tr)
+    assert tr.update(batch)["kl"] == pytest.approx(0.0, abs=1e-6)  # policy == reference
+    assert tr.update(batch)["kl"] > 0
+    assert GRPOTrainer(warm_policy(warm_state), task, GRPOConfig()).reference is None
+
+
+def test_grpo_update_moves_logprobs_in_the_advantage_direction(task, warm_state):
+    tr = GRPOTrainer(warm_policy(warm_state), task, GRPOConfig(seed=1, lr=1e-4))
+    batch = fixed_grpo_batch(tr)
+    from course_lib.model import completion_logprobs
+    lp0 = completion_logprobs(tr.policy, batch.prompt_ids, batch.tokens, batch.mask).detach()
+    tr.update(batch)
+    lp1 = completion_logprobs(tr.policy, batch.prompt_ids, batch.tokens, batch.mask).detach()
+    change = ((lp1 - lp0) * batch.mask).sum(-1)  # (B,) change of sequence log-prob
+    pos, neg = batch.advantages > 0, batch.advantages < 0
+    assert change[pos].mean() > 0 > change[neg].mean()
+
+
+def test_one_ppo_update_lowers_policy_and_value_loss(task, warm_state):
+    tr = PPOTrainer(warm_policy(warm_state), task, PPOConfig(seed=0, lr=1e-4, critic_lr=1e-3))
+    batch = fixed_grpo_batch(tr)
+    first = tr.update(batch)
+    second = tr.update(batch)
+    assert second["loss"] < first["loss"] - 1e-3
+    assert second["value_loss"] < first["value_loss"]
+
+
+def test_one_dpo_update_lowers_the_dpo_loss_from_log2(task, warm_state):
+    tr = DPOTrainer(warm_policy(warm_state), task,
+                    DPOConfig(seed=0, lr=1e-3, pair_prompts=200, batch_size=64))
+    batch = tr.rollout()
+    first = tr.update(batch)
+    assert first["loss"] == pytest.approx(math.log(2), abs=1e-4)  # policy == reference
+    second = tr.update(batch)
+    assert second["loss"] < first["loss"] - 1e-3
+    assert second["reward_accuracy"] > 0.5
+
+
+# ------------------------------------------------- each trainer improves the reward ----
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, kwargs", [
+    ("grpo", {"steps": 25}),
+    ("ppo", {"steps": 25}),
+    ("reinforce", {"steps": 25}),
+    ("dpo", {"steps": 60, "pair_prompts": 1000}),
+])
+def test_trainer_improves_reward_in_a_few_steps(task, warm_state, name, kwargs):
+    trainer_cls, config_cls = TRAINERS[name]
+    policy = warm_policy(warm_state)
+    before = sample_accuracy(policy, task)
+    trainer_cls(policy, task, config_cls(seed=0, eval_every=0, **kwargs)).train(progress=False)
+    after = sample_accuracy(policy, task)
+    assert after > before + 0.05, (name, before, after)
+
+
+# ------------------------------------------------------------------ determinism ----
+
+@pytest.mark.parametrize("name", sorted(TRAINERS))
+def test_same_seed_same_history(task, warm_state, name):
+    trainer_cls, config_cls = TRAINERS[name]
+    kwargs = {"pair_prompts": 100} if name == "dpo" else {"prompts_per_step": 4}
+    runs = []
+    for _ in range(2):
+        cfg = config_cls(seed=7, steps=3, eval_every=2, **kwargs)
+        h = trainer_cls(warm_policy(warm_state), task, cfg).train(progress=False)
+        runs.append({k: v for k, v in h.items() if "wall" not in k})
+    assert runs[0] == runs[1]
+    assert len({len(v) for k, v in runs[0].items() if not k.startswith("eval")}) == 1
+    cfg = config_cls(seed=8, steps=3, eval_every=2, **kwargs)
+    other = trainer_cls(warm_policy(warm_state), task, cfg).train(progress=False)
+    assert other["loss"] != runs[0]["loss"]  # a different seed differs
+
+
+# ----------------------------------------------------------------- bad configs ----
+
+@pytest.mark.parametrize("make, msg", [
+    (lambda: GRPOConfig(group_size=1), "group_size"),
+    (lambda: GRPOConfig(temperature=0.0), "temperature"),
+    (lambda: GRPOConfig(temperature=-1.0), "temperature"),
+    (lambda: GRPOConfig(loss_type="ppo"), "loss_type"),
+    (lambda: GRPOConfig(scale="std"), "scale"),
+    (lambda: GRPOConfig(clip_eps=1.5), "clip_eps"),
+    (lambda: GRPOConfig(beta=-0.1), "beta"),
+    (lambda: GRPOConfig(mu=0), "mu"),
+    (lambda: GRPOConfig(lr=0.0), "lr"),
+    (lambda: GRPOConfig(prompts_per_step=0), "prompts_per_step"),
+    (lambda: PPOConfig(kl_coef=-1.0), "kl_coef"),
+    (lambda: PPOConfig(lam=1.5), "lam"),
+    (lambda: ReinforceConfig(group_size=1), "group_size"),
+    (lambda: ReinforceConfig(baseline="critic"), "baseline"),
+    (lambda: DPOConfig(beta=0.0), "beta"),
+    (lambda: DPOConfig(pair_samples=1), "pair_samples"),
+])
+def test_bad_configs_raise_clear_errors(task, make, msg):
+    cfg = make()
+    trainer_cls = {GRPOConfig: GRPOTrainer, PPOConfig: PPOTrainer,
+                   ReinforceConfig: ReinforceTrainer, DPOConfig: DPOTrainer}[type(cfg)]
+    with pytest.raises(ValueError, match=msg):
+        trainer_cls(TinyGPT(SMALL), task, cfg)
+
+
+def test_empty_task_and_wrong_config_type(task):
+    class Empty:
+        train: list = []
+        max_new_tokens = 4
+    with pytest.raises(ValueError, match="empty task"):
+        GRPOTrainer(TinyGPT(SMALL), Empty(), GRPOConfig())
+    with pytest.raises(ValueError, match="GRPOConfig"):
+        GRPOTrainer(TinyGPT(SMALL), task, PPOConfig())
+
+
+def test_dpo_without_mixed_groups_says_so(task):
+    # an untrained model is never right: no (correct, wrong) pair exists
+    tr = DPOTrainer(TinyGPT(SMALL), task, DPOConfig(pair_prompts=20, pair_samples=2))
+    with pytest.raises(ValueError, match="no preference pair"):
+        tr.rollout()
+
+
+# ---------------------------------------------------------- Hugging Face policy ----
+
+def test_grpo_trainer_runs_on_a_hugging_face_model(task):
+    transformers = pytest.importorskip("transformers")
+    from course_lib.tasks import EOS_ID, VOCAB
+    cfg = transformers.GPT2Config(vocab_size=len(VOCAB), n_positions=16, n_embd=32, n_layer=1,
+                                  n_head=2, eos_token_id=EOS_ID, bos_token_id=EOS_ID)
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(cfg)
+    before = [p.detach().clone() for p in hf.parameters()]
+    fmt_task = AdditionTask(seed=0, format_reward=1.0)  # an untrained model earns format reward
+    h = GRPOTrainer(hf, fmt_task, GRPOConfig(steps=2, eval_every=0, beta=0.04)).train(
+        progress=False)
+    assert len(h["loss"]) == 2 and h["samples"][-1] == 2 * 16 * 8
+    assert any(not torch.equal(a, b) for a, b in zip(before, hf.parameters(), strict=True))
