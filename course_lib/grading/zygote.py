@@ -149,6 +149,10 @@ def _spawn(request: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    # `python -m` put the working folder (the parent of all scratch folders) on sys.path,
+    # which would make it readable by every kernel (see sandbox.read_only_paths).
+    if sys.path and sys.path[0] in ("", os.getcwd()):
+        sys.path.pop(0)
     for name in argv:  # the modules to pre-import, e.g. numpy torch
         try:
             importlib.import_module(name)
