@@ -145,6 +145,10 @@ def test_killed_kernels_leave_no_processes_behind(graded):
     assert not leftovers, "a process started by a killed kernel survived it"
 
 
+def test_memory_bomb_hits_the_limit_not_the_machine(graded):
+    assert "memory limit" in state(graded["root"], "memory_bomb")["message"]
+
+
 def test_huge_output_is_truncated(graded):
     root = graded["root"]
     size = os.path.getsize(os.path.join(root, "feedback", "huge_output", "fx", "fx.html"))

@@ -434,6 +434,11 @@ def _make_converter():
                 if rep.tampered:
                     notes.append("test cells were restored from the instructor's version ("
                                  + rep.describe() + ")")
+                oom = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and any(
+                    o.get("ename") == "MemoryError" for o in c.outputs)]
+                if oom:
+                    notes.append(f"cell {oom[0] + 1} hit the memory limit ({opts.memory_mb} "
+                                 "MiB per kernel)")
                 if run.truncated_cells:
                     notes.append(f"the output of {len(run.truncated_cells)} cell(s) was "
                                  "truncated")
