@@ -23,6 +23,7 @@ import copy
 import csv
 import html
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -241,9 +242,13 @@ def run_class(tmp: Path, assignment: str, make_submissions) -> ClassResult:
     api_call(api.collect(assignment, update=True), "collect")
     t["collect"] = time.perf_counter() - t0
     t0 = time.perf_counter()
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = nbgrader(["autograde", assignment, "--force"], course, env, check=False)
     autograde_s = time.perf_counter() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t["autograde"] = autograde_s
+    # CPU seconds of the command and its kernels: a load-independent cost per submission
+    t["autograde_cpu"] = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     t0 = time.perf_counter()
     api_call(api.generate_feedback(assignment, force=True), "generate_feedback")
     t["generate_feedback"] = time.perf_counter() - t0
