@@ -133,6 +133,7 @@ def compare(seeds, samples: int, eval_every: int, json_out: str | None, threads:
               f"{ph['policy']}/{ph['critic']}/{ph['reference']} |")
     result = {"seeds": list(seeds), "samples": samples, "eval_every": eval_every,
               "threads": threads, "table": table, "runs": runs,
+              "load_average_at_end": os.getloadavg(),
               "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]])}
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
@@ -227,6 +228,7 @@ def r1_experiment(seeds, steps: int, eval_every: int, json_out: str | None,
     together = sum(da > 0 and dl > 0 for da, dl, _ in verdicts)
     print(f"length and accuracy rose together in {together} of {len(runs)} seeds")
     result = {"task": repr(task), "steps": steps, "runs": runs,
+              "load_average_at_end": os.getloadavg(),
               "rose_together": together, "n_seeds": len(runs)}
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)

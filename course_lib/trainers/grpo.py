@@ -33,8 +33,10 @@ __all__ = ["GRPOConfig", "GRPOTrainer"]
 
 @dataclass
 class GRPOConfig(TrainerConfig):
-    """GRPO settings. Defaults: the running example's tuned setting (16 prompts x 8
-    completions per step, lr 5e-4, beta 0.0 as in TRL; see the benchmark)."""
+    """GRPO settings. Defaults: 16 prompts x 8 completions per step, lr 5e-4, beta 0 (TRL's
+    default; no reference model). On the running example lr 1e-3 and above collapsed the
+    warm model to a constant answer within a few steps (Adam's first steps move every weight
+    by about lr), 5e-4 learns steadily; see benchmarks/bench_training.py."""
 
     group_size: int = 8
     """G, completions per prompt (>= 2; DeepSeekMath 64, R1 16, TRL default 8)."""
