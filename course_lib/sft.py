@@ -148,7 +148,14 @@ def warm_start(task, seed: int = 0, model_config: ModelConfig | None = None,
         model.load_state_dict(blob["state_dict"])
         info = dict(blob["info"], cache_hit=True)
     else:
-        info = supervised_finetune(model, task, scfg, seed=seed)
+        # One intra-op thread: float sums then run in one order on every machine, so a
+        # fresh build equals the cached file (with 2 threads it does not, and is slower).
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            info = supervised_finetune(model, task, scfg, seed=seed)
+        finally:
+            torch.set_num_threads(threads)
         if use_cache:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
