@@ -13,7 +13,7 @@ export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 JOBS ?= 2
 
-.PHONY: book test lint unit env clean grade bench
+.PHONY: book test lint unit env warm clean grade bench exercises
 .DEFAULT_GOAL := book
 
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -35,10 +35,28 @@ lint: env
 unit: env
 	$(BIN)/python -m pytest tests -n $(JOBS) -q
 
-test: env book
+# Build the cached supervised warm starts once, before pytest-xdist workers and notebooks
+# need them (deterministic; cached in $$COURSE_LIB_CACHE or ~/.cache/course_lib).
+warm: env
+	$(BIN)/python -c "from course_lib.tasks import AdditionTask as T; \
+	from course_lib.sft import warm_start; from course_lib.trl_bridge import warm_start_hf; \
+	warm_start(T(seed=0)); warm_start_hf(T(seed=0))"
+
+test: env book warm
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile --nbval \
 	  --nbval-sanitize-with tests/nbval_sanitize.cfg
+
+# Instructor: grade a whole class (collect, sandboxed parallel autograde, feedback, export).
+ASSIGNMENT ?=
+WORKERS ?= 0
+grade: env
+	@test -n "$(ASSIGNMENT)" || { echo "usage: make grade ASSIGNMENT=<id> [WORKERS=N]"; exit 2; }
+	$(BIN)/python -m course_lib.grading $(ASSIGNMENT) --workers $(WORKERS)
+
+# Regenerate the student versions in exercises/ from solutions/ (commit the result).
+exercises: env
+	for d in solutions/*/; do $(BIN)/nbgrader generate_assignment $$(basename $$d) --force; done
 
 clean:
 	rm -rf _build .pytest_cache .ruff_cache
