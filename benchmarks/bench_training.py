@@ -226,8 +226,12 @@ def r1_experiment(seeds, steps: int, eval_every: int, json_out: str | None,
     for r, (da, dl, c) in zip(runs, verdicts, strict=True):
         print(f"{r['seed']} | {da:+.3f} | {dl:+.2f} | {c:+.2f}")
     together = sum(da > 0 and dl > 0 for da, dl, _ in verdicts)
-    print(f"length and accuracy rose together in {together} of {len(runs)} seeds")
+    med_corr = statistics.median(c for _, _, c in verdicts)
+    print(f"both higher at the end than at the start in {together} of {len(runs)} seeds; "
+          f"median correlation of length and accuracy over the evaluations {med_corr:+.2f} "
+          f"({'they moved together' if med_corr > 0.5 else 'no strong co-movement'})")
     result = {"task": repr(task), "steps": steps, "runs": runs,
+              "median_corr_len_acc": med_corr,
               "load_average_at_end": os.getloadavg(),
               "rose_together": together, "n_seeds": len(runs)}
     if json_out:
