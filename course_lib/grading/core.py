@@ -239,7 +239,7 @@ def _worker_init(opts: Options, cfg) -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     _W["opts"], _W["cfg"] = opts, cfg
     _W["masters"] = build_masters(cfg, opts.assignment)
-    _W["scratch_base"] = tempfile.mkdtemp(prefix="course-grading-")
+    _W["scratch_base"] = tempfile.mkdtemp(prefix="w-", dir=_W["run_base"])
     os.chmod(_W["scratch_base"], 0o711)
     _W["zygote"] = Zygote(preimports(opts.preimport, _W["masters"]),
                           _kernel_env(_W["scratch_base"], 1), _W["scratch_base"])
@@ -607,22 +607,14 @@ def run(opts: Options) -> list[StudentResult]:
             results[student] = old
         else:
             todo.append((student, fp))
-    if todo:
-        with ProcessPoolExecutor(max_workers=min(opts.workers, len(todo)),
-                                 initializer=_pool_init,
-                                 initargs=(opts, cfg, timeout)) as pool:
-            futures = {pool.submit(grade_one, s, fp): s for s, fp in todo}
-            for fut in as_completed(futures):
-                student = futures[fut]
-                try:
-                    results[student] = fut.result()
-                except Exception as exc:  # a worker process died: grading itself failed
-                    results[student] = StudentResult(student, "error",
-                                                     message=f"worker failed: {exc!r}")
-                if not opts.quiet:
-                    r = results[student]
-                    print(f"  graded {student}: {r.status} {r.score:g}/{r.max_score:g} "
-                          f"({r.seconds:.1f} s)", file=sys.stderr, flush=True)
+    # Workers end without running atexit handlers: the run owns the scratch folders.
+    run_base = tempfile.mkdtemp(prefix="course-grading-")
+    os.chmod(run_base, 0o711)
+    try:
+        if todo:
+            _grade_all(opts, cfg, timeout, run_base, todo, results)
+    finally:
+        shutil.rmtree(run_base, ignore_errors=True)
     if opts.export:
         try:
             plugin = CsvExportPlugin(config=cfg)
@@ -635,8 +627,27 @@ def run(opts: Options) -> list[StudentResult]:
     return [results[s] for s in students]
 
 
-def _pool_init(opts: Options, cfg, timeout: float) -> None:
+def _grade_all(opts: Options, cfg, timeout: float, run_base: str,
+               todo: list[tuple[str, str]], results: dict[str, StudentResult]) -> None:
+    with ProcessPoolExecutor(max_workers=min(opts.workers, len(todo)), initializer=_pool_init,
+                             initargs=(opts, cfg, timeout, run_base)) as pool:
+        futures = {pool.submit(grade_one, s, fp): s for s, fp in todo}
+        for fut in as_completed(futures):
+            student = futures[fut]
+            try:
+                results[student] = fut.result()
+            except Exception as exc:  # a worker process died: grading itself failed
+                results[student] = StudentResult(student, "error",
+                                                 message=f"worker failed: {exc!r}")
+            if not opts.quiet:
+                r = results[student]
+                print(f"  graded {student}: {r.status} {r.score:g}/{r.max_score:g} "
+                      f"({r.seconds:.1f} s)", file=sys.stderr, flush=True)
+
+
+def _pool_init(opts: Options, cfg, timeout: float, run_base: str) -> None:
     _W["timeout"] = timeout
+    _W["run_base"] = run_base
     _worker_init(opts, cfg)
 
 
