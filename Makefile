@@ -10,7 +10,6 @@ BIN    := $(abspath $(VENV))/bin
 # nbgrader calls `alembic` by name: the venv's bin must be on PATH (TOOLING.md).
 export PATH := $(BIN):$(PATH)
 export PYTHONHASHSEED := 0
-export MPLBACKEND := Agg
 JOBS ?= 2
 
 .PHONY: book test lint unit env warm clean grade bench exercises
