@@ -13,7 +13,7 @@ can grade elsewhere without editing this file:
 
     NBGRADER_COURSE_ROOT   course root holding the folders above (default: this folder)
     NBGRADER_DB_URL        gradebook URL (default: SQLite <course root>/gradebook.db;
-                           e.g. postgresql://user@host/db for large courses)
+                           e.g. postgresql+psycopg2://user@host/db for large courses)
     NBGRADER_EXCHANGE      exchange folder for release/fetch/submit/collect
                            (default: nbgrader's /srv/nbgrader/exchange)
     NBGRADER_CELL_TIMEOUT  seconds a single cell may run when autograding (default 60)
