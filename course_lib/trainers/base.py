@@ -193,6 +193,12 @@ class Trainer:
         return Batch(prompts=prompts, prompt_ids=prompt_ids, tokens=out.tokens,
                      mask=out.mask, old_logprobs=out.logprobs, texts=texts)
 
+    def sample_groups(self, n_prompts: int, group_size: int) -> Batch:
+        """``group_size`` completions for each of ``n_prompts`` prompts (GRPO, RLOO): each
+        prompt repeated next to itself, so rows g*G .. g*G+G-1 form group g."""
+        prompts = self.next_prompts(n_prompts)
+        return self.sample_completions([p for p in prompts for _ in range(group_size)])
+
     def rollout(self) -> Batch:
         raise NotImplementedError
 

@@ -97,10 +97,7 @@ class GRPOTrainer(Trainer):
             self.reference = frozen_copy(policy)
 
     def rollout(self) -> Batch:
-        cfg = self.config
-        prompts = self.next_prompts(cfg.prompts_per_step)
-        # each prompt G times, next to each other: rows g*G .. g*G+G-1 form group g
-        return self.sample_completions([p for p in prompts for _ in range(cfg.group_size)])
+        return self.sample_groups(self.config.prompts_per_step, self.config.group_size)
 
     def compute_targets(self, batch: Batch) -> None:
         G = self.config.group_size

@@ -63,9 +63,7 @@ class ReinforceTrainer(Trainer):
             self.reference = frozen_copy(policy)
 
     def rollout(self) -> Batch:
-        cfg = self.config
-        prompts = self.next_prompts(cfg.prompts_per_step)
-        return self.sample_completions([p for p in prompts for _ in range(cfg.group_size)])
+        return self.sample_groups(self.config.prompts_per_step, self.config.group_size)
 
     def compute_targets(self, batch: Batch) -> None:
         cfg = self.config
