@@ -14,16 +14,6 @@ from course_lib.model import (
 from course_lib.tasks import EOS_ID, PAD_ID, VOCAB, AdditionTask
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny matrices: one intra-op thread is as fast, and two threads per xdist worker on a
-    # busy 2-core machine are many times slower (see course_lib.train's docstring).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model():
     return TinyGPT(ModelConfig(block_size=16, n_layer=1, n_embd=32, n_head=2), seed=0)
