@@ -53,6 +53,15 @@ def _fmt(s, spec=".3f", scale=1.0):
             f"{s['max'] * scale:{spec}}]")
 
 
+def _write_json(result: dict, json_out: str | None) -> None:
+    """Write ``result`` to ``json_out`` (creating its folder), if a path is given."""
+    if json_out:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        with open(json_out, "w") as f:
+            json.dump(result, f, indent=1)
+        print(f"wrote {json_out}")
+
+
 def run_one(algo: str, seed: int, args: list[str], threads: int = 1) -> dict:
     """One training run in a fresh process; returns its JSON metrics."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -135,11 +144,7 @@ def compare(seeds, samples: int, eval_every: int, json_out: str | None, threads:
               "threads": threads, "table": table, "runs": runs,
               "load_average_at_end": os.getloadavg(),
               "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]])}
-    if json_out:
-        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        with open(json_out, "w") as f:
-            json.dump(result, f, indent=1)
-        print(f"wrote {json_out}")
+    _write_json(result, json_out)
     return result
 
 
@@ -234,11 +239,7 @@ def r1_experiment(seeds, steps: int, eval_every: int, json_out: str | None,
               "median_corr_len_acc": med_corr,
               "load_average_at_end": os.getloadavg(),
               "rose_together": together, "n_seeds": len(runs)}
-    if json_out:
-        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        with open(json_out, "w") as f:
-            json.dump(result, f, indent=1)
-        print(f"wrote {json_out}")
+    _write_json(result, json_out)
     return result
 
 
