@@ -277,3 +277,23 @@ def test_collects_from_the_exchange_and_regrades_a_newer_submission(tmp_path):
              if not line.startswith("sandbox:")}
     assert "not regraded" in lines["bob"] and "not regraded" not in lines["alice"]
     assert gradebook_scores(root) == {"alice": 5, "bob": 5}
+
+
+def test_auto_preimports_cover_read_only_cells_and_the_lazy_optimiser_import():
+    """``--preimport auto``: numpy, torch, torch._dynamo (the first Adam step imports it,
+    about 1 s per kernel) and the top-level imports of locked cells, not of answer cells."""
+    from course_lib.grading.core import preimports
+
+    def cell(source, locked):
+        c = nbformat.v4.new_code_cell(source)
+        c.metadata["nbgrader"] = {"grade_id": source[:8], "locked": locked, "solution": not locked,
+                                  "grade": False, "schema_version": 3}
+        return c
+
+    nb = nbformat.v4.new_notebook(cells=[
+        cell("import matplotlib.pyplot as plt\nfrom course_lib.bandit import make_bandit", True),
+        cell("import scipy\n", False),  # the student's answer cell: not preimported
+    ])
+    found = preimports(("auto", "pandas"), {"nb": nb})
+    assert found == ["numpy", "torch", "torch._dynamo", "matplotlib.pyplot", "course_lib.bandit",
+                     "pandas"]
