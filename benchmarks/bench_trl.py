@@ -56,6 +56,8 @@ def parse_args(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=3000, help="maximum steps per run")
     p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--mu", type=int, default=1, help="updates per batch (TRL num_iterations)")
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--stop-at", type=float, default=0.95,
                    help="stop a run once held-out accuracy reaches this (0: run all steps)")
@@ -74,7 +76,8 @@ def _config(args):
 
     return GRPOConfig(steps=args.steps, prompts_per_step=16, group_size=8, lr=args.lr,
                       loss_type="grpo", scale="group", adv_eps=1e-4, clip_eps=0.2, beta=0.0,
-                      mu=1, temperature=1.0, max_new_tokens=4, grad_clip=1.0,
+                      mu=args.mu, temperature=args.temperature, max_new_tokens=4,
+                      grad_clip=1.0,
                       eval_every=args.eval_every, stop_at_accuracy=args.stop_at or None,
                       seed=args.seed)
 
@@ -199,6 +202,7 @@ def main(argv=None):
                 cmd = [sys.executable, os.path.abspath(__file__), "--one", trainer,
                        "--seed", str(seed), "--out", out, "--steps", str(args.steps),
                        "--lr", str(args.lr), "--eval-every", str(args.eval_every),
+                       "--temperature", str(args.temperature), "--mu", str(args.mu),
                        "--threads", str(args.threads)]
                 if args.stop_at:
                     cmd += ["--stop-at", str(args.stop_at)]
@@ -214,6 +218,7 @@ def main(argv=None):
                       f"90% at {s['s_to_0.90']} s, 95% at {s['s_to_0.95']} s, "
                       f"final {s['final_accuracy']:.3f} after {s['steps']} steps", flush=True)
     print(f"\nGRPO on a+b, GPT-2 2x128, 16 prompts x 8 completions, lr {args.lr}, "
+          f"temperature {args.temperature}, mu {args.mu}, "
           f"seeds {args.seeds}, <= {args.steps} steps, {args.threads} thread(s); "
           f"medians over seeds ({time.perf_counter() - t0:.0f} s in total)\n")
     print(table(summaries))

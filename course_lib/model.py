@@ -11,8 +11,9 @@ for :class:`TinyGPT` and for any Hugging Face causal LM (it reads ``.logits``), 
 trainers run on a ``transformers`` GPT-2 (see the TRL chapter).
 
 Shapes: B batch, P prompt length, N completion length, T = P + N, V vocabulary, C width,
-H heads. No KV-cache: sequences here are at most a few dozen tokens, and a full forward per
-new token costs less than the bookkeeping a cache needs at this size.
+H heads. Sampling keeps a KV cache (the keys and values of the tokens already read), so each
+new token costs a forward pass over one position instead of the whole sequence; TinyGPT's
+cache is a list of per-block dicts, a Hugging Face model's is its own ``past_key_values``.
 """
 
 from __future__ import annotations
@@ -79,16 +80,24 @@ class CausalSelfAttention(nn.Module):
         self.register_buffer("causal", mask.view(1, 1, cfg.block_size, cfg.block_size),
                              persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        """``x`` (B, T, C) -> (B, T, C). With a ``cache`` dict, ``x`` holds the positions
+        after those whose keys and values the cache holds; the cache is then extended."""
         B, T, C = x.shape  # (B, T, C)
         hs = C // self.n_head
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
         q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, H, T, hs)
         k = k.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, H, T, hs)
         v = v.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, H, T, hs)
-        att = (q @ k.transpose(-2, -1)) / math.sqrt(hs)  # (B, H, T, T)
-        att = att.masked_fill(~self.causal[:, :, :T, :T], float("-inf"))  # no peeking ahead
-        att = self.attn_drop(F.softmax(att, dim=-1))  # (B, H, T, T)
+        if cache is not None:  # prepend the cached keys/values of the S - T earlier positions
+            if "k" in cache:
+                k = torch.cat([cache["k"], k], dim=2)  # (B, H, S, hs)
+                v = torch.cat([cache["v"], v], dim=2)  # (B, H, S, hs)
+            cache["k"], cache["v"] = k, v
+        S = k.shape[2]  # positions attended to; the queries are the last T of them
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(hs)  # (B, H, T, S)
+        att = att.masked_fill(~self.causal[:, :, S - T:S, :S], float("-inf"))  # no peeking
+        att = self.attn_drop(F.softmax(att, dim=-1))  # (B, H, T, S)
         y = att @ v  # (B, H, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C) heads side by side
         return self.resid_drop(self.c_proj(y))  # (B, T, C)
@@ -109,8 +118,8 @@ class Block(nn.Module):
             nn.Dropout(cfg.dropout),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))  # (B, T, C)
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache)  # (B, T, C)
         return x + self.mlp(self.ln_2(x))  # (B, T, C)
 
 
@@ -147,20 +156,27 @@ class TinyGPT(nn.Module):
             elif name.endswith("bias"):
                 nn.init.zeros_(p)
 
-    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
-        """Final-LayerNorm hidden states ``(B, T, C)`` of token ids ``(B, T)``."""
+    def hidden(self, idx: torch.Tensor, cache: list[dict] | None = None) -> torch.Tensor:
+        """Final-LayerNorm hidden states ``(B, T, C)`` of token ids ``(B, T)``.
+
+        ``cache``: None, or one dict per block (empty at first) holding the keys and values
+        of the positions read so far; ``idx`` then continues those positions, and the
+        dicts are extended (:func:`sample` decodes one token per call this way)."""
         B, T = idx.shape
-        if T > self.config.block_size:
-            raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
-        pos = torch.arange(T, device=idx.device)  # (T,)
+        start = cache[0]["k"].shape[2] if cache and "k" in cache[0] else 0  # cached positions
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence length {start + T} exceeds block_size "
+                             f"{self.config.block_size}")
+        pos = torch.arange(start, start + T, device=idx.device)  # (T,)
         x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))  # (B, T, C)
-        for block in self.blocks:
-            x = block(x)  # (B, T, C)
+        for i, block in enumerate(self.blocks):
+            x = block(x, None if cache is None else cache[i])  # (B, T, C)
         return self.ln_f(x)  # (B, T, C)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, T, V)``: position t scores the token at t + 1."""
-        return self.head(self.hidden(idx))  # (B, T, V)
+    def forward(self, idx: torch.Tensor, cache: list[dict] | None = None) -> torch.Tensor:
+        """Logits ``(B, T, V)``: position t scores the token at t + 1 (``cache``: see
+        :meth:`hidden`)."""
+        return self.head(self.hidden(idx, cache))  # (B, T, V)
 
 
 class ValueModel(nn.Module):
@@ -234,6 +250,51 @@ def _log_softmax(logits: torch.Tensor, temperature: float, top_k: int | None) ->
     return F.log_softmax(logits, dim=-1)
 
 
+class _Decoder:
+    """Next-token logits ``(B, V)`` while a batch of sequences grows one token at a time.
+
+    With a KV cache (TinyGPT, or a Hugging Face model that can generate) every position is
+    read once: :meth:`prefill` reads the prompts, each :meth:`extend` only the new token.
+    Identical prompts (GRPO's groups: each prompt G times) are read once and share their
+    cache entries. Any other model re-reads the whole sequence at every step.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.kind = ("tiny" if isinstance(model, TinyGPT)
+                     else "hf" if callable(getattr(model, "can_generate", None))
+                     and model.can_generate() else "full")
+        self.seq: torch.Tensor | None = None  # (B, P + t), kind "full" only
+        self.cache = None
+
+    def _forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.kind == "tiny":
+            self.cache = self.cache or [{} for _ in self.model.blocks]
+            return self.model(ids, self.cache)[:, -1].float()  # (B, V)
+        out = self.model(input_ids=ids, past_key_values=self.cache, use_cache=True)
+        self.cache = out.past_key_values
+        return out.logits[:, -1].float()  # (B, V)
+
+    def prefill(self, prompt_ids: torch.Tensor) -> torch.Tensor:
+        if self.kind == "full":
+            self.seq = prompt_ids
+            return forward_logits(self.model, prompt_ids)[:, -1]  # (B, V)
+        unique, index = torch.unique(prompt_ids, dim=0, return_inverse=True)  # (U, P), (B,)
+        logits = self._forward(unique)  # (U, V), cache of the U distinct prompts
+        if self.kind == "tiny":  # row b of the batch takes the cache of prompt index[b]
+            self.cache = [{k: v[index] for k, v in layer.items()} for layer in self.cache]
+        else:
+            self.cache.reorder_cache(index)
+        return logits[index]  # (B, V)
+
+    def extend(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Append ``tokens`` (B,) and return the logits that follow them."""
+        if self.kind == "full":
+            self.seq = torch.cat([self.seq, tokens[:, None]], dim=1)  # (B, P + t + 1)
+            return forward_logits(self.model, self.seq)[:, -1]  # (B, V)
+        return self._forward(tokens[:, None])  # (B, V)
+
+
 @dataclass
 class Samples:
     """Output of :func:`sample`. N is the longest completion in the batch (<= max_new_tokens).
@@ -295,11 +356,13 @@ def sample(model: nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int,
     was_training = model.training
     model.eval()
     B = prompt_ids.shape[0]
-    seq = prompt_ids  # (B, P + t)
+    decoder = _Decoder(model)
+    logits = decoder.prefill(prompt_ids)  # (B, V) next-token logits after the prompt
     tokens, logps, masks = [], [], []
     alive = torch.ones(B, dtype=torch.bool)  # (B,) not yet finished
-    for _ in range(max_new_tokens):
-        logits = forward_logits(model, seq)[:, -1, :]  # (B, V) next-token logits
+    for t in range(max_new_tokens):
+        if t > 0:
+            logits = decoder.extend(nxt)  # (B, V) next-token logits after the new token
         if greedy:
             logp = F.log_softmax(logits, dim=-1)  # (B, V)
             nxt = logits.argmax(-1)  # (B,)
@@ -312,7 +375,6 @@ def sample(model: nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int,
         logps.append(torch.where(alive, tok_logp, torch.zeros_like(tok_logp)))
         masks.append(alive.float())
         alive = alive & (nxt != eos_id)
-        seq = torch.cat([seq, nxt[:, None]], dim=1)
         if not alive.any():
             break
     model.train(was_training)

@@ -140,3 +140,51 @@ def test_forward_logits_and_sampling_with_a_hugging_face_model(prompts):
     out = sample(hf, prompts, 4, generator=torch.Generator().manual_seed(0))
     lp = completion_logprobs(hf, prompts, out.tokens, out.mask)
     torch.testing.assert_close(lp, out.logprobs, atol=1e-5, rtol=0)
+
+
+class _NoCache(torch.nn.Module):
+    """A causal LM that only knows full forwards (sample must fall back to re-reading)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, ids):
+        return self.inner(ids)
+
+
+def _sampled_with_and_without_cache(model, prompts, **kwargs):
+    cached = sample(model, prompts, 5, generator=torch.Generator().manual_seed(3), **kwargs)
+    full = sample(_NoCache(model), prompts, 5, generator=torch.Generator().manual_seed(3),
+                  **kwargs)
+    return cached, full
+
+
+@pytest.mark.parametrize("kind", ["tinygpt", "gpt2"])
+@pytest.mark.parametrize("kwargs", [{}, {"greedy": True}, {"temperature": 0.7, "top_k": 3}])
+def test_kv_cache_sampling_equals_rereading_the_whole_sequence(model, prompts, kind, kwargs):
+    """The KV cache (with identical prompts read once and shared, as in GRPO's groups)
+    changes nothing but rounding: same tokens, log-probs within float32 error."""
+    policy = model
+    if kind == "gpt2":
+        pytest.importorskip("transformers")
+        from course_lib.trl_bridge import to_hf
+
+        policy = to_hf(model)
+    grouped = prompts[:6].repeat_interleave(4, dim=0)  # (24, 6): 6 prompts x 4 each
+    for batch in (prompts, grouped):
+        cached, full = _sampled_with_and_without_cache(policy, batch, **kwargs)
+        assert torch.equal(cached.tokens, full.tokens)
+        assert torch.equal(cached.mask, full.mask)
+        torch.testing.assert_close(cached.logprobs, full.logprobs, atol=1e-5, rtol=0)
+
+
+def test_kv_cache_respects_block_size(model, prompts):
+    """Cached positions count towards block_size (16): 6 prompt tokens + 10 more fit, 11 not."""
+    cache = [{} for _ in model.blocks]
+    model(prompts[:2], cache)
+    for _ in range(10):
+        model(prompts[:2, :1], cache)
+    assert cache[0]["k"].shape[2] == 16
+    with pytest.raises(ValueError, match="sequence length 17 exceeds block_size 16"):
+        model(prompts[:2, :1], cache)
