@@ -14,6 +14,8 @@ Shapes: B batch, P prompt length, N completion length, T = P + N, V vocabulary, 
 H heads. Sampling keeps a KV cache (the keys and values of the tokens already read), so each
 new token costs a forward pass over one position instead of the whole sequence; TinyGPT's
 cache is a list of per-block dicts, a Hugging Face model's is its own ``past_key_values``.
+The same cache lets rows that share a prompt (the G completions of a GRPO group) read it
+once, when sampling and when computing log-probs with gradient.
 """
 
 from __future__ import annotations
@@ -251,12 +253,13 @@ def _log_softmax(logits: torch.Tensor, temperature: float, top_k: int | None) ->
 
 
 class _Decoder:
-    """Next-token logits ``(B, V)`` while a batch of sequences grows one token at a time.
+    """Logits of a batch of sequences that grows by appending tokens.
 
     With a KV cache (TinyGPT, or a Hugging Face model that can generate) every position is
-    read once: :meth:`prefill` reads the prompts, each :meth:`extend` only the new token.
+    read once: :meth:`prefill` reads the prompts, each :meth:`extend` only the new tokens.
     Identical prompts (GRPO's groups: each prompt G times) are read once and share their
-    cache entries. Any other model re-reads the whole sequence at every step.
+    cache entries. Any other model re-reads the whole sequence at every call. Works with and
+    without gradient (:func:`completion_logprobs` backpropagates through the cache).
     """
 
     def __init__(self, model: nn.Module):
@@ -268,19 +271,21 @@ class _Decoder:
         self.cache = None
 
     def _forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, V) of ``ids`` (B, T) after the cached positions; extends the cache."""
         if self.kind == "tiny":
             self.cache = self.cache or [{} for _ in self.model.blocks]
-            return self.model(ids, self.cache)[:, -1].float()  # (B, V)
+            return self.model(ids, self.cache).float()  # (B, T, V)
         out = self.model(input_ids=ids, past_key_values=self.cache, use_cache=True)
         self.cache = out.past_key_values
-        return out.logits[:, -1].float()  # (B, V)
+        return out.logits.float()  # (B, T, V)
 
     def prefill(self, prompt_ids: torch.Tensor) -> torch.Tensor:
+        """Read the prompts (B, P); return the logits (B, V) of the token after them."""
         if self.kind == "full":
             self.seq = prompt_ids
             return forward_logits(self.model, prompt_ids)[:, -1]  # (B, V)
         unique, index = torch.unique(prompt_ids, dim=0, return_inverse=True)  # (U, P), (B,)
-        logits = self._forward(unique)  # (U, V), cache of the U distinct prompts
+        logits = self._forward(unique)[:, -1]  # (U, V), cache of the U distinct prompts
         if self.kind == "tiny":  # row b of the batch takes the cache of prompt index[b]
             self.cache = [{k: v[index] for k, v in layer.items()} for layer in self.cache]
         else:
@@ -288,11 +293,11 @@ class _Decoder:
         return logits[index]  # (B, V)
 
     def extend(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Append ``tokens`` (B,) and return the logits that follow them."""
+        """Append ``tokens`` (B, T); return the logits (B, T, V) after each of them."""
         if self.kind == "full":
-            self.seq = torch.cat([self.seq, tokens[:, None]], dim=1)  # (B, P + t + 1)
-            return forward_logits(self.model, self.seq)[:, -1]  # (B, V)
-        return self._forward(tokens[:, None])  # (B, V)
+            self.seq = torch.cat([self.seq, tokens], dim=1)  # (B, P + t + T)
+            return forward_logits(self.model, self.seq)[:, -tokens.shape[1]:]  # (B, T, V)
+        return self._forward(tokens)  # (B, T, V)
 
 
 @dataclass
@@ -361,8 +366,6 @@ def sample(model: nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int,
     tokens, logps, masks = [], [], []
     alive = torch.ones(B, dtype=torch.bool)  # (B,) not yet finished
     for t in range(max_new_tokens):
-        if t > 0:
-            logits = decoder.extend(nxt)  # (B, V) next-token logits after the new token
         if greedy:
             logp = F.log_softmax(logits, dim=-1)  # (B, V)
             nxt = logits.argmax(-1)  # (B,)
@@ -375,8 +378,9 @@ def sample(model: nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int,
         logps.append(torch.where(alive, tok_logp, torch.zeros_like(tok_logp)))
         masks.append(alive.float())
         alive = alive & (nxt != eos_id)
-        if not alive.any():
+        if not alive.any() or t == max_new_tokens - 1:
             break
+        logits = decoder.extend(nxt[:, None])[:, -1]  # (B, V) logits after the new token
     model.train(was_training)
     return Samples(prompt_ids=prompt_ids, tokens=torch.stack(tokens, 1),  # (B, N)
                    logprobs=torch.stack(logps, 1), mask=torch.stack(masks, 1))
@@ -385,7 +389,7 @@ def sample(model: nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int,
 def completion_logprobs(model: nn.Module, prompt_ids: torch.Tensor, completion_ids: torch.Tensor,
                         mask: torch.Tensor | None = None, temperature: float = 1.0,
                         top_k: int | None = None) -> torch.Tensor:
-    """Per-token log-probs ``(B, N)`` of given completions, with gradient (one forward pass).
+    """Per-token log-probs ``(B, N)`` of given completions, with gradient.
 
     ``logp[b, t] = log pi(completion[b, t] | prompt[b], completion[b, :t])`` under the same
     distribution :func:`sample` draws from (logits / temperature, optional top-k), so the
@@ -402,9 +406,15 @@ def completion_logprobs(model: nn.Module, prompt_ids: torch.Tensor, completion_i
     if prompt_ids.shape[0] != completion_ids.shape[0]:
         raise ValueError(f"batch sizes differ: prompts {prompt_ids.shape[0]}, "
                          f"completions {completion_ids.shape[0]}")
-    P, N = prompt_ids.shape[1], completion_ids.shape[1]
-    ids = torch.cat([prompt_ids, completion_ids], dim=1)  # (B, P + N)
-    logits = forward_logits(model, ids[:, :-1])[:, P - 1:, :]  # (B, N, V) predicts tokens P..
+    N = completion_ids.shape[1]
+    # logits[:, t] scores completion token t: the one after the prompt, then after each
+    # completion token. Through the KV cache, rows that share a prompt (a GRPO group)
+    # read it once; the result equals one forward over prompt + completion.
+    decoder = _Decoder(model)
+    logits = decoder.prefill(prompt_ids)[:, None]  # (B, 1, V) scores completion token 0
+    if N > 1:
+        rest = decoder.extend(completion_ids[:, :-1])  # (B, N - 1, V) score tokens 1..N-1
+        logits = torch.cat([logits, rest], dim=1)  # (B, N, V)
     logp = _log_softmax(logits, temperature, top_k)  # (B, N, V)
     out = logp.gather(2, completion_ids[:, :, None]).squeeze(2)  # (B, N)
     if mask is not None:

@@ -188,3 +188,29 @@ def test_kv_cache_respects_block_size(model, prompts):
     assert cache[0]["k"].shape[2] == 16
     with pytest.raises(ValueError, match="sequence length 17 exceeds block_size 16"):
         model(prompts[:2, :1], cache)
+
+
+@pytest.mark.parametrize("kind", ["tinygpt", "gpt2"])
+def test_completion_logprobs_through_the_shared_prompt_cache_equal_one_full_forward(
+        model, prompts, kind):
+    """Rows that share a prompt read it once (KV cache); values and gradients equal those of
+    one forward over prompt + completion, for completions of several lengths."""
+    policy = model
+    if kind == "gpt2":
+        pytest.importorskip("transformers")
+        from course_lib.trl_bridge import to_hf
+
+        policy = to_hf(model)
+    grouped = prompts[:4].repeat_interleave(3, dim=0)  # (12, 6): 4 prompts x 3
+    for n_new in (1, 4):
+        out = sample(policy, grouped, n_new, generator=torch.Generator().manual_seed(1))
+        grads = []
+        for m in (policy, _NoCache(policy)):
+            m.zero_grad()
+            lp = completion_logprobs(m, grouped, out.tokens, out.mask)  # (12, N)
+            (lp * torch.linspace(-1, 1, lp.numel()).view_as(lp)).sum().backward()
+            grads.append((lp.detach(), [p.grad.clone() for p in policy.parameters()]))
+        torch.testing.assert_close(grads[0][0], grads[1][0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(grads[0][0], out.logprobs, atol=1e-5, rtol=0)
+        for a, b in zip(grads[0][1], grads[1][1], strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
