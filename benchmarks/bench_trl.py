@@ -54,14 +54,14 @@ TRAINERS = {
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--steps", type=int, default=3000, help="maximum steps per run")
+    p.add_argument("--steps", type=int, default=4000, help="maximum steps per run")
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     p.add_argument("--mu", type=int, default=1, help="updates per batch (TRL num_iterations)")
-    p.add_argument("--eval-every", type=int, default=10)
+    p.add_argument("--eval-every", type=int, default=25)
     p.add_argument("--stop-at", type=float, default=0.95,
                    help="stop a run once held-out accuracy reaches this (0: run all steps)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--threads", type=int, default=2, help="torch threads per run")
     p.add_argument("--trainers", nargs="+", default=list(TRAINERS), choices=list(TRAINERS))
     p.add_argument("--json", default=None, help="also write every run's numbers here")
     p.add_argument("--one", choices=list(TRAINERS), help=argparse.SUPPRESS)

@@ -267,7 +267,9 @@ def to_trl_config(cfg: GRPOConfig | None = None, task=None, output_dir: str = "t
     ``prompts_per_step * group_size`` ``per_device_train_batch_size`` x procs    8
     ``mu`` (1)                        ``num_iterations``                         1
     ``steps`` x ``mu``                ``max_steps`` (TRL counts optimizer steps)
-    ``lr``                            ``learning_rate`` (constant, no warm-up)   1e-6, linear
+    ``lr``                            ``learning_rate``                          1e-6
+    ``lr_schedule`` ("constant")      ``lr_scheduler_type``                      "linear"
+    ``warmup_steps`` (0)              ``warmup_steps``                           0
     ``max_new_tokens`` or the task's  ``max_completion_length``                  512
     ``temperature``, ``top_k``        ``temperature``, ``top_k`` (None -> 0)     1.0, 0
     ``grad_clip``                     ``max_grad_norm``                          1.0
@@ -324,8 +326,8 @@ def to_trl_config(cfg: GRPOConfig | None = None, task=None, output_dir: str = "t
         num_iterations=cfg.mu,
         max_steps=cfg.steps * cfg.mu,
         learning_rate=cfg.lr,
-        lr_scheduler_type="constant",
-        warmup_steps=0,
+        lr_scheduler_type=cfg.lr_schedule,
+        warmup_steps=cfg.warmup_steps,
         max_completion_length=max_new,
         temperature=cfg.temperature,
         top_k=0 if cfg.top_k is None else cfg.top_k,

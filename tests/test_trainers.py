@@ -237,3 +237,20 @@ def test_grpo_trainer_runs_on_a_hugging_face_model(task):
         progress=False)
     assert len(h["loss"]) == 2 and h["samples"][-1] == 2 * 16 * 8
     assert any(not torch.equal(a, b) for a, b in zip(before, hf.parameters(), strict=True))
+
+
+def test_learning_rate_schedules():
+    """Warm-up then constant or linear decay to 0 (TRL's default shape); bad names raise."""
+    task = AdditionTask(seed=0)
+    policy = TinyGPT(ModelConfig(n_layer=1, n_embd=16, n_head=2), seed=0)
+    lrs = {}
+    for schedule in ("constant", "linear"):
+        cfg = GRPOConfig(steps=10, lr=1e-3, warmup_steps=2, lr_schedule=schedule)
+        trainer = GRPOTrainer(policy, task, cfg)
+        lrs[schedule] = [trainer._lr_factor(i) * cfg.lr for i in range(10)]
+    assert lrs["constant"][:3] == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3])
+    assert lrs["constant"][3:] == pytest.approx([1e-3] * 7)
+    assert lrs["linear"][:2] == pytest.approx([1e-3 / 3, 2e-3 / 3])
+    assert lrs["linear"][2:] == pytest.approx([1e-3 * (10 - i) / 8 for i in range(2, 10)])
+    with pytest.raises(ValueError, match="lr_schedule"):
+        GRPOConfig(lr_schedule="cosine").validate()

@@ -62,7 +62,10 @@ class TrainerConfig:
     weight_decay: float = 0.0
     """AdamW weight decay."""
     warmup_steps: int = 0
-    """Linear learning-rate warm-up over this many steps (0: constant lr)."""
+    """Linear learning-rate warm-up over this many optimiser steps (0: none)."""
+    lr_schedule: str = "constant"
+    """After the warm-up: "constant", or "linear" (decay to 0 at the last optimiser step,
+    the shape of Hugging Face's "linear" schedule, TRL's default)."""
     adam_betas: tuple[float, float] = (0.9, 0.999)
     """Adam's (beta1, beta2)."""
     eval_every: int = 10
@@ -94,6 +97,9 @@ class TrainerConfig:
             raise ValueError(f"eval_split must be 'train' or 'test', got {self.eval_split!r}")
         if self.stop_at_accuracy is not None and not 0 < self.stop_at_accuracy <= 1:
             raise ValueError(f"stop_at_accuracy must be in (0, 1], got {self.stop_at_accuracy}")
+        if self.lr_schedule not in ("constant", "linear"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'linear', "
+                             f"got {self.lr_schedule!r}")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if not all(0 <= b < 1 for b in self.adam_betas) or len(self.adam_betas) != 2:
@@ -160,8 +166,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             [p for p in policy.parameters() if p.requires_grad], lr=cfg.lr,
             weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda i: min(1.0, (i + 1) / (cfg.warmup_steps + 1)))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.reference: nn.Module | None = None
         self.critic: nn.Module | None = None
         self.history: dict[str, list] = defaultdict(list)
@@ -169,6 +174,16 @@ class Trainer:
         self.step_count = 0
         self._order: list[str] = []
         self._t0: float | None = None
+
+    def _lr_factor(self, i: int) -> float:
+        """Learning-rate multiplier at optimiser step ``i`` (0-based)."""
+        cfg = self.config
+        if i < cfg.warmup_steps:
+            return (i + 1) / (cfg.warmup_steps + 1)
+        if cfg.lr_schedule == "constant":
+            return 1.0
+        total = max(1, cfg.steps * getattr(cfg, "mu", 1))  # optimiser steps of the run
+        return max(0.0, (total - i) / max(1, total - cfg.warmup_steps))
 
     # ------------------------------------------------------------------ pieces ----
     def next_prompts(self, n: int) -> list[str]:
