@@ -254,3 +254,17 @@ def test_learning_rate_schedules():
     assert lrs["linear"][2:] == pytest.approx([1e-3 * (10 - i) / 8 for i in range(2, 10)])
     with pytest.raises(ValueError, match="lr_schedule"):
         GRPOConfig(lr_schedule="cosine").validate()
+
+
+def test_linear_schedule_counts_every_optimiser_step():
+    """GRPO takes mu optimiser steps per step, PPO mu x minibatches: the linear decay
+    reaches 0 only at the run's last optimiser step."""
+    from course_lib.trainers import PPOConfig, PPOTrainer
+
+    task = AdditionTask(seed=0)
+    policy = TinyGPT(ModelConfig(n_layer=1, n_embd=16, n_head=2), seed=0)
+    grpo = GRPOTrainer(policy, task, GRPOConfig(steps=5, mu=2, lr_schedule="linear"))
+    ppo = PPOTrainer(policy, task, PPOConfig(steps=5, mu=2, minibatches=2,
+                                             lr_schedule="linear"))
+    assert grpo.updates_per_step() == 2 and ppo.updates_per_step() == 4
+    assert grpo._lr_factor(9) == pytest.approx(0.1) and ppo._lr_factor(19) == pytest.approx(0.05)

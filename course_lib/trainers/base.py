@@ -175,6 +175,10 @@ class Trainer:
         self._order: list[str] = []
         self._t0: float | None = None
 
+    def updates_per_step(self) -> int:
+        """Optimiser steps per training step (GRPO: mu; PPO: mu x minibatches)."""
+        return 1
+
     def _lr_factor(self, i: int) -> float:
         """Learning-rate multiplier at optimiser step ``i`` (0-based)."""
         cfg = self.config
@@ -182,7 +186,7 @@ class Trainer:
             return (i + 1) / (cfg.warmup_steps + 1)
         if cfg.lr_schedule == "constant":
             return 1.0
-        total = max(1, cfg.steps * getattr(cfg, "mu", 1))  # optimiser steps of the run
+        total = max(1, cfg.steps * self.updates_per_step())  # optimiser steps of the run
         return max(0.0, (total - i) / max(1, total - cfg.warmup_steps))
 
     # ------------------------------------------------------------------ pieces ----

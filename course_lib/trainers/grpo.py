@@ -96,6 +96,9 @@ class GRPOTrainer(Trainer):
         if self.config.beta > 0:
             self.reference = frozen_copy(policy)
 
+    def updates_per_step(self) -> int:
+        return self.config.mu
+
     def rollout(self) -> Batch:
         return self.sample_groups(self.config.prompts_per_step, self.config.group_size)
 

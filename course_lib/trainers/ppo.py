@@ -109,6 +109,9 @@ class PPOTrainer(Trainer):
         seq = torch.cat([batch.prompt_ids, batch.tokens], dim=1)  # (B, P + N)
         return self.critic(seq[:, :-1])[:, P - 1:] * batch.mask  # (B, N)
 
+    def updates_per_step(self) -> int:
+        return self.config.mu * self.config.minibatches
+
     def rollout(self) -> Batch:
         return self.sample_completions(self.next_prompts(self.config.prompts_per_step))
 
