@@ -256,7 +256,8 @@ class _Decoder:
     """Logits of a batch of sequences that grows by appending tokens.
 
     With a KV cache (TinyGPT, or a Hugging Face model that can generate) every position is
-    read once: :meth:`prefill` reads the prompts, each :meth:`extend` only the new tokens.
+    read once: :meth:`prefill` reads the prompts (and, for log-probs, the completion
+    after them), each :meth:`extend` only the new tokens.
     Identical prompts (GRPO's groups: each prompt G times) are read once and share their
     cache entries. Any other model re-reads the whole sequence at every call. Works with and
     without gradient (:func:`completion_logprobs` backpropagates through the cache).
@@ -279,18 +280,24 @@ class _Decoder:
         self.cache = out.past_key_values
         return out.logits.float()  # (B, T, V)
 
-    def prefill(self, prompt_ids: torch.Tensor) -> torch.Tensor:
-        """Read the prompts (B, P); return the logits (B, V) of the token after them."""
+    def prefill(self, prompt_ids: torch.Tensor,
+                then: torch.Tensor | None = None) -> torch.Tensor:
+        """Read the prompts (B, P), then the tokens ``then`` (B, T) if given; return the
+        logits (B, 1 + T, V) after the last prompt token and after each token of ``then``."""
+        P = prompt_ids.shape[1]
         if self.kind == "full":
-            self.seq = prompt_ids
-            return forward_logits(self.model, prompt_ids)[:, -1]  # (B, V)
+            self.seq = prompt_ids if then is None else torch.cat([prompt_ids, then], dim=1)
+            return forward_logits(self.model, self.seq)[:, P - 1:]  # (B, 1 + T, V)
         unique, index = torch.unique(prompt_ids, dim=0, return_inverse=True)  # (U, P), (B,)
-        logits = self._forward(unique)[:, -1]  # (U, V), cache of the U distinct prompts
+        logits = self._forward(unique)[:, -1:]  # (U, 1, V), cache of the U distinct prompts
         if self.kind == "tiny":  # row b of the batch takes the cache of prompt index[b]
             self.cache = [{k: v[index] for k, v in layer.items()} for layer in self.cache]
         else:
             self.cache.reorder_cache(index)
-        return logits[index]  # (B, V)
+        logits = logits[index]  # (B, 1, V)
+        if then is not None and then.shape[1] > 0:
+            logits = torch.cat([logits, self.extend(then)], dim=1)  # (B, 1 + T, V)
+        return logits
 
     def extend(self, tokens: torch.Tensor) -> torch.Tensor:
         """Append ``tokens`` (B, T); return the logits (B, T, V) after each of them."""
@@ -362,7 +369,7 @@ def sample(model: nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int,
     model.eval()
     B = prompt_ids.shape[0]
     decoder = _Decoder(model)
-    logits = decoder.prefill(prompt_ids)  # (B, V) next-token logits after the prompt
+    logits = decoder.prefill(prompt_ids)[:, -1]  # (B, V) next-token logits after the prompt
     tokens, logps, masks = [], [], []
     alive = torch.ones(B, dtype=torch.bool)  # (B,) not yet finished
     for t in range(max_new_tokens):
@@ -410,11 +417,7 @@ def completion_logprobs(model: nn.Module, prompt_ids: torch.Tensor, completion_i
     # logits[:, t] scores completion token t: the one after the prompt, then after each
     # completion token. Through the KV cache, rows that share a prompt (a GRPO group)
     # read it once; the result equals one forward over prompt + completion.
-    decoder = _Decoder(model)
-    logits = decoder.prefill(prompt_ids)[:, None]  # (B, 1, V) scores completion token 0
-    if N > 1:
-        rest = decoder.extend(completion_ids[:, :-1])  # (B, N - 1, V) score tokens 1..N-1
-        logits = torch.cat([logits, rest], dim=1)  # (B, N, V)
+    logits = _Decoder(model).prefill(prompt_ids, completion_ids[:, :-1])  # (B, N, V)
     logp = _log_softmax(logits, temperature, top_k)  # (B, N, V)
     out = logp.gather(2, completion_ids[:, :, None]).squeeze(2)  # (B, N)
     if mask is not None:
