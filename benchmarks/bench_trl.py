@@ -57,8 +57,9 @@ def parse_args(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=4000, help="maximum steps per run")
     p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature")
     p.add_argument("--mu", type=int, default=1, help="updates per batch (TRL num_iterations)")
+    p.add_argument("--warmup", type=int, default=0, help="linear learning-rate warmup steps")
     p.add_argument("--eval-every", type=int, default=25)
     p.add_argument("--stop-at", type=float, default=0.95,
                    help="stop a run once held-out accuracy reaches this (0: run all steps)")
@@ -77,8 +78,8 @@ def _config(args):
 
     return GRPOConfig(steps=args.steps, prompts_per_step=16, group_size=8, lr=args.lr,
                       loss_type="grpo", scale="group", adv_eps=1e-4, clip_eps=0.2, beta=0.0,
-                      mu=args.mu, temperature=args.temperature, max_new_tokens=4,
-                      grad_clip=1.0,
+                      mu=args.mu, warmup_steps=args.warmup, temperature=args.temperature,
+                      max_new_tokens=4, grad_clip=1.0,
                       eval_every=args.eval_every, stop_at_accuracy=args.stop_at or None,
                       seed=args.seed)
 
@@ -204,6 +205,7 @@ def main(argv=None):
                        "--seed", str(seed), "--out", out, "--steps", str(args.steps),
                        "--lr", str(args.lr), "--eval-every", str(args.eval_every),
                        "--temperature", str(args.temperature), "--mu", str(args.mu),
+                       "--warmup", str(args.warmup),
                        "--threads", str(args.threads)]
                 if args.stop_at:
                     cmd += ["--stop-at", str(args.stop_at)]

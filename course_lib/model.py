@@ -335,10 +335,10 @@ class Samples:
         return self.mask.sum(-1)
 
 
-@torch.no_grad()
 def sample(model: nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int,
            temperature: float = 1.0, top_k: int | None = None, greedy: bool = False,
-           generator: torch.Generator | None = None, eos_id: int = EOS_ID) -> Samples:
+           generator: torch.Generator | None = None, eos_id: int = EOS_ID,
+           grad: bool = False) -> Samples:
     """Sample completions for a batch of equal-length prompts (autoregressive, batched).
 
     At each step the next token is drawn from ``softmax(logits / temperature)`` (restricted to
@@ -355,6 +355,10 @@ def sample(model: nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int,
         top_k: keep only the k most likely tokens (None: all).
         greedy: argmax decoding (used by :func:`course_lib.trainers.evaluate`).
         generator: a ``torch.Generator`` for reproducible draws.
+        grad: keep the autograd graph of ``logprobs`` (default: no graph is built). With
+            one update per batch the trainers use it as the training forward pass: the
+            log-probs of the sampled tokens under the current weights are exactly the
+            sampling log-probs, so recomputing them would repeat the same computation.
 
     Returns:
         :class:`Samples` with tokens, logprobs and mask of shape (B, N).
@@ -365,6 +369,13 @@ def sample(model: nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int,
     if prompt_ids.dim() != 2 or prompt_ids.shape[0] == 0:
         raise ValueError(f"prompt_ids must be a non-empty (B, P) tensor, "
                          f"got {tuple(prompt_ids.shape)}")
+    with torch.set_grad_enabled(grad):
+        return _sample(model, prompt_ids, max_new_tokens, temperature, top_k, greedy,
+                       generator, eos_id)
+
+
+def _sample(model, prompt_ids, max_new_tokens, temperature, top_k, greedy, generator,
+            eos_id) -> Samples:
     was_training = model.training
     model.eval()
     B = prompt_ids.shape[0]

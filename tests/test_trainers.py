@@ -121,6 +121,45 @@ def test_grpo_update_moves_logprobs_in_the_advantage_direction(task, warm_state)
     assert change[pos].mean() > 0 > change[neg].mean()
 
 
+@pytest.mark.parametrize("name", ["grpo", "reinforce"])
+def test_reusing_the_rollout_forward_gives_the_same_gradient(task, warm_state, name):
+    # The on-policy shortcut (backpropagate through the sampling pass) must change nothing
+    # but the time: on one batch, the same loss and gradient as a fresh forward pass.
+    trainer_cls, config_cls = TRAINERS[name]
+    tr = trainer_cls(warm_policy(warm_state), task,
+                     config_cls(seed=3, prompts_per_step=8, reuse_rollout_forward=True))
+    losses, grads = [], []
+
+    def capture(loss, params=None, optimizer=None):  # backward only, weights unchanged
+        tr.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        losses.append(float(loss))
+        grads.append(torch.cat([p.grad.flatten() for p in tr.policy.parameters()]))
+        return 0.0
+
+    tr.optimizer_step = capture
+    batch = tr.rollout()
+    assert batch.logprobs.requires_grad and not batch.old_logprobs.requires_grad
+    torch.testing.assert_close(batch.logprobs.detach(), batch.old_logprobs)
+    tr.score(batch)
+    tr.compute_targets(batch)
+    assert batch.advantages.abs().sum() > 0, "need a batch with mixed-reward groups"
+    tr.update(batch)  # through the rollout's graph (taken out of the batch)
+    assert "logprobs" not in batch
+    tr.update(batch)  # a fresh forward pass on the same batch and weights
+    assert losses[0] == pytest.approx(losses[1], abs=1e-6)
+    assert grads[0].norm() > 0
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-4)
+    off = trainer_cls(warm_policy(warm_state), task,
+                      config_cls(seed=3, prompts_per_step=8, reuse_rollout_forward=False))
+    assert "logprobs" not in off.rollout()
+
+
+def test_grpo_with_several_updates_recomputes_the_logprobs(task, warm_state):
+    tr = GRPOTrainer(warm_policy(warm_state), task, GRPOConfig(seed=0, mu=2))
+    assert "logprobs" not in tr.rollout()  # mu > 1: the ratio must see the moved policy
+
+
 def test_one_ppo_update_lowers_policy_and_value_loss(task, warm_state):
     tr = PPOTrainer(warm_policy(warm_state), task, PPOConfig(seed=0, lr=1e-4, critic_lr=1e-3))
     batch = fixed_grpo_batch(tr)

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 import torch.nn as nn
 
-from course_lib.model import Samples, count_parameters, sample
+from course_lib.model import Samples, completion_logprobs, count_parameters, sample
 from course_lib.trainers.evaluate import evaluate
 
 __all__ = ["TrainerConfig", "Trainer", "Batch", "frozen_copy"]
@@ -76,6 +76,13 @@ class TrainerConfig:
     """Stop early once an evaluation reaches this accuracy (None: run all steps)."""
     seed: int = 0
     """Seed of prompt order and sampling; the same seed gives identical histories."""
+    reuse_rollout_forward: bool = True
+    """On-policy shortcut of GRPO (with ``mu`` = 1) and REINFORCE: the rollout samples with
+    gradient and the single update backpropagates through the sampling forward pass
+    instead of running the same forward pass again (same weights, same tokens, so the same
+    log-probs); about 20% less time per step on the running example, same result up to
+    float rounding. Sampling runs the policy in eval mode, so with dropout > 0 set this to
+    False to train on dropout-on log-probs."""
 
     def validate(self) -> None:
         """Raise ValueError for settings that cannot work (called by the trainer)."""
@@ -163,9 +170,12 @@ class Trainer:
         self.max_new_tokens = cfg.max_new_tokens or task.max_new_tokens
         self.rng = random.Random(cfg.seed)  # prompt order
         self.generator = torch.Generator().manual_seed(cfg.seed)  # sampling
-        self.optimizer = torch.optim.AdamW(
-            [p for p in policy.parameters() if p.requires_grad], lr=cfg.lr,
-            weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas))
+        params = [p for p in policy.parameters() if p.requires_grad]
+        # fused: one kernel for all parameters (CPU and CUDA float tensors); same update
+        fused = all(p.dtype in (torch.float32, torch.float64) and p.device.type in ("cpu", "cuda")
+                    for p in params)
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                           betas=tuple(cfg.adam_betas), fused=fused or None)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.reference: nn.Module | None = None
         self.critic: nn.Module | None = None
@@ -201,22 +211,37 @@ class Trainer:
             out.append(self._order.pop())
         return out
 
-    def sample_completions(self, prompts: list[str]) -> Batch:
-        """Sample one completion per entry of ``prompts`` with the current policy."""
+    def sample_completions(self, prompts: list[str], grad: bool = False) -> Batch:
+        """Sample one completion per entry of ``prompts`` with the current policy. With
+        ``grad`` the batch also holds ``logprobs`` (B, N) with their autograd graph, which
+        the next :meth:`policy_logprobs` returns instead of recomputing them."""
         prompt_ids = self.task.encode_prompts(prompts)  # (B, P)
         out: Samples = sample(self.policy, prompt_ids, self.max_new_tokens,
                               temperature=self.config.temperature, top_k=self.config.top_k,
-                              generator=self.generator)
+                              generator=self.generator, grad=grad)
         texts = [self.task.decode(row) for row in out.tokens]
         self.samples_used += len(prompts)
-        return Batch(prompts=prompts, prompt_ids=prompt_ids, tokens=out.tokens,
-                     mask=out.mask, old_logprobs=out.logprobs, texts=texts)
+        batch = Batch(prompts=prompts, prompt_ids=prompt_ids, tokens=out.tokens,
+                      mask=out.mask, old_logprobs=out.logprobs.detach(), texts=texts)
+        if grad:
+            batch.logprobs = out.logprobs  # (B, N), graph to the current weights
+        return batch
 
-    def sample_groups(self, n_prompts: int, group_size: int) -> Batch:
+    def sample_groups(self, n_prompts: int, group_size: int, grad: bool = False) -> Batch:
         """``group_size`` completions for each of ``n_prompts`` prompts (GRPO, RLOO): each
         prompt repeated next to itself, so rows g*G .. g*G+G-1 form group g."""
         prompts = self.next_prompts(n_prompts)
-        return self.sample_completions([p for p in prompts for _ in range(group_size)])
+        return self.sample_completions([p for p in prompts for _ in range(group_size)], grad)
+
+    def policy_logprobs(self, batch: Batch) -> torch.Tensor:
+        """Log-probs (B, N) of the batch's completions under the current policy, with
+        gradient: the rollout's own (taken out of the batch, so only the first update after
+        an on-policy rollout uses them) if it kept them, else a new forward pass."""
+        if "logprobs" in batch:
+            return batch.pop("logprobs")
+        cfg = self.config
+        return completion_logprobs(self.policy, batch.prompt_ids, batch.tokens, batch.mask,
+                                   temperature=cfg.temperature, top_k=cfg.top_k)  # (B, N)
 
     def rollout(self) -> Batch:
         raise NotImplementedError

@@ -100,7 +100,9 @@ class GRPOTrainer(Trainer):
         return self.config.mu
 
     def rollout(self) -> Batch:
-        return self.sample_groups(self.config.prompts_per_step, self.config.group_size)
+        cfg = self.config  # one update: the sampling forward pass is the training one
+        return self.sample_groups(cfg.prompts_per_step, cfg.group_size,
+                                  grad=cfg.mu == 1 and cfg.reuse_rollout_forward)
 
     def compute_targets(self, batch: Batch) -> None:
         G = self.config.group_size
@@ -118,9 +120,7 @@ class GRPOTrainer(Trainer):
         cfg = self.config
         losses, clip, kl, norms = [], [], [], []
         for _ in range(cfg.mu):
-            logprobs = completion_logprobs(self.policy, batch.prompt_ids, batch.tokens,
-                                           batch.mask, temperature=cfg.temperature,
-                                           top_k=cfg.top_k)  # (B, N)
+            logprobs = self.policy_logprobs(batch)  # (B, N)
             loss, stats = grpo_loss(
                 logprobs, batch.old_logprobs, batch.advantages, mask=batch.mask,
                 ref_logprobs=batch.get("ref_logprobs"), clip_eps=cfg.clip_eps,

@@ -63,7 +63,9 @@ class ReinforceTrainer(Trainer):
             self.reference = frozen_copy(policy)
 
     def rollout(self) -> Batch:
-        return self.sample_groups(self.config.prompts_per_step, self.config.group_size)
+        cfg = self.config  # one update: the sampling forward pass is the training one
+        return self.sample_groups(cfg.prompts_per_step, cfg.group_size,
+                                  grad=cfg.reuse_rollout_forward)
 
     def compute_targets(self, batch: Batch) -> None:
         cfg = self.config
@@ -89,9 +91,7 @@ class ReinforceTrainer(Trainer):
         batch.degenerate_frac = float((grouped == grouped[:, :1]).all(-1).float().mean())
 
     def update(self, batch: Batch) -> dict[str, float]:
-        cfg = self.config
-        logprobs = completion_logprobs(self.policy, batch.prompt_ids, batch.tokens, batch.mask,
-                                       temperature=cfg.temperature, top_k=cfg.top_k)  # (B, N)
+        logprobs = self.policy_logprobs(batch)  # (B, N)
         adv = batch.advantages[:, None].expand_as(logprobs)  # (B, N) same A on every token
         loss, _ = ppo_policy_loss(logprobs, logprobs.detach(), adv, batch.mask,
                                   agg="seq-mean-token-sum")  # ratio 1: plain REINFORCE
