@@ -107,7 +107,8 @@ def run_one(args) -> dict:
         from course_lib.model import ModelConfig
         from course_lib.sft import warm_start
 
-        model = warm_start(task, seed=0, model_config=ModelConfig(**tb.HF_MODEL_CONFIG))
+        model = warm_start(task, seed=0, model_config=ModelConfig(**tb.HF_MODEL_CONFIG),
+                           sft_config=tb.hf_sft_config())
     model.train()
     cfg = _config(args)
     rss_before = _rss_mb()
