@@ -37,6 +37,7 @@ def parse_args(argv=None):
     p.add_argument("--clip-eps", type=float, default=0.2)
     p.add_argument("--clip-eps-high", type=float, default=None)
     p.add_argument("--mu", type=int, default=1, help="updates per batch (num_iterations)")
+    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature")
     p.add_argument("--eval-every", type=int, default=0,
                    help="held-out accuracy every N steps (0: before and after only)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
@@ -69,7 +70,8 @@ def main(argv=None) -> dict:
     cfg = GRPOConfig(steps=args.steps, prompts_per_step=args.prompts_per_step,
                      group_size=args.group_size, lr=args.lr, loss_type=args.loss_type,
                      scale=args.scale, beta=args.beta, clip_eps=args.clip_eps,
-                     clip_eps_high=args.clip_eps_high, mu=args.mu, seed=args.seed)
+                     clip_eps_high=args.clip_eps_high, mu=args.mu,
+                     temperature=args.temperature, seed=args.seed)
     accuracy = tb.HeldOutAccuracy(task, eval_every=args.eval_every,
                                   completions_per_step=args.prompts_per_step * args.group_size)
     overrides = {}
