@@ -232,6 +232,18 @@ def test_build_model_is_the_specified_gpt2_and_deterministic():
 
 
 # ----------------------------------------------------------------- data, reward --------
+def test_warm_start_hf_is_about_30_percent_and_uses_its_own_sft_recipe():
+    # issue 7: "a supervised warm start at about 30% greedy held-out accuracy"
+    from course_lib.trainers.evaluate import evaluate
+
+    task = AdditionTask(seed=0)
+    model = tb.warm_start_hf(task, seed=0)
+    assert 0.25 <= evaluate(model, task, split="test") <= 0.35
+    sft = tb.hf_sft_config()
+    assert (sft.lr, sft.check_every) == (1e-3, 2)
+    assert model.warm_start_info["steps"] < 300  # lr 3e-3 needed 660 steps on this model
+
+
 def test_dataset_and_reward_function(task):
     ds = tb.build_dataset(task, "train")
     assert len(ds) == len(task.train) and ds.column_names == ["prompt", "answer"]
