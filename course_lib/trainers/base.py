@@ -227,10 +227,13 @@ class Trainer:
             batch.logprobs = out.logprobs  # (B, N), graph to the current weights
         return batch
 
-    def sample_groups(self, n_prompts: int, group_size: int, grad: bool = False) -> Batch:
+    def sample_groups(self, n_prompts: int, group_size: int) -> Batch:
         """``group_size`` completions for each of ``n_prompts`` prompts (GRPO, RLOO): each
-        prompt repeated next to itself, so rows g*G .. g*G+G-1 form group g."""
+        prompt repeated next to itself, so rows g*G .. g*G+G-1 form group g. With a single
+        optimiser step per batch (and ``reuse_rollout_forward``) the rollout keeps its graph:
+        that one update's forward pass is the sampling pass."""
         prompts = self.next_prompts(n_prompts)
+        grad = self.config.reuse_rollout_forward and self.updates_per_step() == 1
         return self.sample_completions([p for p in prompts for _ in range(group_size)], grad)
 
     def policy_logprobs(self, batch: Batch) -> torch.Tensor:

@@ -100,9 +100,7 @@ class GRPOTrainer(Trainer):
         return self.config.mu
 
     def rollout(self) -> Batch:
-        cfg = self.config  # one update: the sampling forward pass is the training one
-        return self.sample_groups(cfg.prompts_per_step, cfg.group_size,
-                                  grad=cfg.mu == 1 and cfg.reuse_rollout_forward)
+        return self.sample_groups(self.config.prompts_per_step, self.config.group_size)
 
     def compute_targets(self, batch: Batch) -> None:
         G = self.config.group_size

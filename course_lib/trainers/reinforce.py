@@ -63,9 +63,7 @@ class ReinforceTrainer(Trainer):
             self.reference = frozen_copy(policy)
 
     def rollout(self) -> Batch:
-        cfg = self.config  # one update: the sampling forward pass is the training one
-        return self.sample_groups(cfg.prompts_per_step, cfg.group_size,
-                                  grad=cfg.reuse_rollout_forward)
+        return self.sample_groups(self.config.prompts_per_step, self.config.group_size)
 
     def compute_targets(self, batch: Batch) -> None:
         cfg = self.config
