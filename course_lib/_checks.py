@@ -1,8 +1,9 @@
-"""Input validation shared by every course_lib function.
+"""Input validation shared by every course_lib function and config.
 
-Every public function of course_lib checks its inputs with these helpers, so that bad
-input fails loudly with a message that says what was wrong (wrong shape, NaN reward, a
-group of size 1, an empty mask ...) instead of silently returning a wrong number.
+Every public function of course_lib checks its inputs with these helpers, and every
+config's ``validate`` its fields, so that bad input fails loudly with a message that says
+what was wrong (wrong shape, NaN reward, a group of size 1, an empty mask, an unknown loss
+type ...) instead of silently returning a wrong number.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ __all__ = [
     "check_clip_eps",
     "check_nonnegative",
     "check_choice",
+    "check_int",
+    "check_positive",
+    "check_in_range",
 ]
 
 
@@ -90,3 +94,29 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
     return value
+
+
+def check_int(name: str, value: object, minimum: int, why: str = "") -> int:
+    """Raise ValueError unless ``value`` is an int >= ``minimum`` (``why`` is appended)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        hint = f" ({why})" if why else ""
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}{hint}")
+    return value
+
+
+def check_positive(name: str, value: object) -> float:
+    """Raise ValueError unless ``value`` is a finite number > 0."""
+    if not isinstance(value, (int, float)) or not 0.0 < value < float("inf"):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_in_range(name: str, value: object, low: float, high: float,
+                   low_open: bool = False, high_open: bool = False) -> float:
+    """Raise ValueError unless ``low <= value <= high`` (``<`` on a side marked open)."""
+    ok = isinstance(value, (int, float)) and (low < value if low_open else low <= value) and (
+        value < high if high_open else value <= high)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be in {interval}, got {value!r}")
+    return float(value)

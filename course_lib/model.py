@@ -21,7 +21,7 @@ once, when sampling and when computing log-probs with gradient.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -317,22 +317,15 @@ class Samples:
         logprobs: (B, N) log-prob of each sampled token under the sampling distribution
             (temperature and top-k applied), 0 on padding.
         mask: (B, N) float, 1 on real completion tokens (up to and including the first EOS).
+        entropy: (B, N) entropy in nats of the distribution each token was drawn from
+            (the same one as ``logprobs``), 0 on padding; no gradient.
     """
 
     prompt_ids: torch.Tensor
     tokens: torch.Tensor
     logprobs: torch.Tensor
     mask: torch.Tensor
-
-    @property
-    def sequences(self) -> torch.Tensor:
-        """(B, P + N) prompt and completion side by side."""
-        return torch.cat([self.prompt_ids, self.tokens], dim=1)
-
-    @property
-    def lengths(self) -> torch.Tensor:
-        """(B,) number of real completion tokens (EOS included)."""
-        return self.mask.sum(-1)
+    entropy: torch.Tensor
 
 
 def sample(model: nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int,
@@ -345,7 +338,10 @@ def sample(model: nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int,
     the ``top_k`` largest logits if given), or is the argmax when ``greedy``; its log-prob
     under that distribution is recorded (greedy: under the temperature-1 distribution). A
     sequence stops at its first EOS; later positions are padding (EOS id, mask 0). Sampling
-    stops early once every sequence has finished.
+    stops early once every sequence has finished. The entropy ``-sum_v p_v log p_v`` of each
+    of those distributions is recorded too: the logits are already there, so it costs no
+    extra forward pass (the trainers log its mean, the policy's entropy, which DAPO's
+    clip-higher is about: Yu et al. 2025, §3.1).
 
     Args:
         model: a TinyGPT or a Hugging Face causal LM (see :func:`forward_logits`).
@@ -353,7 +349,7 @@ def sample(model: nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int,
         max_new_tokens: the completion budget (>= 1).
         temperature: > 0.
         top_k: keep only the k most likely tokens (None: all).
-        greedy: argmax decoding (used by :func:`course_lib.trainers.evaluate`).
+        greedy: argmax decoding (used by :func:`course_lib.evaluate.evaluate`).
         generator: a ``torch.Generator`` for reproducible draws.
         grad: keep the autograd graph of ``logprobs`` (default: no graph is built). With
             one update per batch the trainers use it as the training forward pass: the
@@ -361,7 +357,7 @@ def sample(model: nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int,
             sampling log-probs, so recomputing them would repeat the same computation.
 
     Returns:
-        :class:`Samples` with tokens, logprobs and mask of shape (B, N).
+        :class:`Samples` with tokens, logprobs, mask and entropy of shape (B, N).
     """
     _check_temperature(temperature, top_k)
     if max_new_tokens < 1:
@@ -381,7 +377,7 @@ def _sample(model, prompt_ids, max_new_tokens, temperature, top_k, greedy, gener
     B = prompt_ids.shape[0]
     decoder = _Decoder(model)
     logits = decoder.prefill(prompt_ids)[:, -1]  # (B, V) next-token logits after the prompt
-    tokens, logps, masks = [], [], []
+    tokens, logps, masks, entropies = [], [], [], []
     alive = torch.ones(B, dtype=torch.bool)  # (B,) not yet finished
     for t in range(max_new_tokens):
         if greedy:
@@ -391,17 +387,20 @@ def _sample(model, prompt_ids, max_new_tokens, temperature, top_k, greedy, gener
             logp = _log_softmax(logits, temperature, top_k)  # (B, V)
             nxt = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)  # (B,)
         tok_logp = logp.gather(1, nxt[:, None]).squeeze(1)  # (B,)
+        entropy = torch.special.entr(logp.detach().exp()).sum(-1)  # (B,) entr(0) = 0: top-k
         nxt = torch.where(alive, nxt, torch.full_like(nxt, PAD_ID))
         tokens.append(nxt)
         logps.append(torch.where(alive, tok_logp, torch.zeros_like(tok_logp)))
         masks.append(alive.float())
+        entropies.append(entropy * alive)
         alive = alive & (nxt != eos_id)
         if not alive.any() or t == max_new_tokens - 1:
             break
         logits = decoder.extend(nxt[:, None])[:, -1]  # (B, V) logits after the new token
     model.train(was_training)
     return Samples(prompt_ids=prompt_ids, tokens=torch.stack(tokens, 1),  # (B, N)
-                   logprobs=torch.stack(logps, 1), mask=torch.stack(masks, 1))
+                   logprobs=torch.stack(logps, 1), mask=torch.stack(masks, 1),
+                   entropy=torch.stack(entropies, 1))
 
 
 def completion_logprobs(model: nn.Module, prompt_ids: torch.Tensor, completion_ids: torch.Tensor,
@@ -439,7 +438,3 @@ def completion_logprobs(model: nn.Module, prompt_ids: torch.Tensor, completion_i
     assert out.shape == (prompt_ids.shape[0], N)
     return out
 
-
-def config_dict(model: nn.Module) -> dict:
-    """The ModelConfig of a TinyGPT as a dict (empty for other models)."""
-    return asdict(model.config) if isinstance(model, TinyGPT) else {}

@@ -29,9 +29,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from course_lib.evaluate import evaluate
 from course_lib.model import ModelConfig, TinyGPT, forward_logits
 from course_lib.tasks import PAD_ID
-from course_lib.trainers.evaluate import evaluate
 
 __all__ = ["SFTConfig", "supervised_finetune", "warm_start", "cache_dir"]
 

@@ -30,7 +30,11 @@ from collections.abc import Sequence
 
 import torch
 
+from course_lib._checks import check_choice
+
 __all__ = [
+    "SPLITS",
+    "TASKS",
     "VOCAB",
     "EOS",
     "EOS_ID",
@@ -41,6 +45,8 @@ __all__ = [
     "MultiStepSumTask",
 ]
 
+#: The two prompt splits of every task: "train" (RL and SFT) and "test" (held out).
+SPLITS = ("train", "test")
 #: End-of-sequence character (also the padding token; padding is always masked).
 EOS = "$"
 #: The character vocabulary. Token id = index in this string; ``VOCAB[0]`` is EOS.
@@ -106,12 +112,9 @@ class _ArithmeticTask:
         return len(self.train[0])
 
     def split(self, split: str) -> list[str]:
-        """The prompts of ``split`` ("train" or "test")."""
-        if split == "train":
-            return self.train
-        if split == "test":
-            return self.test
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        """The prompts of ``split`` (one of :data:`SPLITS`)."""
+        check_choice("split", split, SPLITS)
+        return self.train if split == "train" else self.test
 
     def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
         """A list of B prompts -> ``(B, P)`` LongTensor (no padding needed)."""
@@ -314,3 +317,7 @@ class MultiStepSumTask(_ArithmeticTask):
     def __repr__(self) -> str:
         return (f"MultiStepSumTask(seed={self.seed}, n_terms={self.n_terms}, "
                 f"n_train={self.n_train}, n_test={self.n_test}, step_prob={self.step_prob})")
+
+
+#: Task name (the command line's ``--task``) -> task class.
+TASKS = {"addition": AdditionTask, "multisum": MultiStepSumTask}

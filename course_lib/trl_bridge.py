@@ -46,9 +46,9 @@ import torch
 from torch import Tensor
 from transformers import TrainerCallback
 
+from course_lib.evaluate import evaluate
 from course_lib.model import ModelConfig, TinyGPT
 from course_lib.tasks import EOS, EOS_ID, VOCAB
-from course_lib.trainers.evaluate import evaluate
 from course_lib.trainers.grpo import GRPOConfig
 
 __all__ = [

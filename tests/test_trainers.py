@@ -2,6 +2,7 @@
 each trainer improves the reward within a few steps, bad configs fail clearly, same seed ->
 same history, and the cached warm start equals a freshly trained one."""
 
+import copy
 import math
 
 import pytest
@@ -22,6 +23,7 @@ from course_lib.trainers import (
     ReinforceTrainer,
     evaluate,
 )
+from course_lib.trainers.metrics import TIMINGS
 
 SMALL = ModelConfig(block_size=16, n_layer=1, n_head=2, n_embd=32)
 
@@ -104,8 +106,8 @@ def test_grpo_with_beta_holds_a_reference_and_logs_kl(task, warm_state):
     tr = GRPOTrainer(warm_policy(warm_state), task, GRPOConfig(seed=0, lr=1e-4, beta=0.04))
     assert tr.parameters_held()["reference"] == tr.parameters_held()["policy"]
     batch = fixed_grpo_batch(tr)
-    assert tr.update(batch)["kl"] == pytest.approx(0.0, abs=1e-6)  # policy == reference
-    assert tr.update(batch)["kl"] > 0
+    assert tr.update(batch)["kl_ref"] == pytest.approx(0.0, abs=1e-6)  # policy == reference
+    assert tr.update(batch)["kl_ref"] > 0
     assert GRPOTrainer(warm_policy(warm_state), task, GRPOConfig()).reference is None
 
 
@@ -130,12 +132,12 @@ def test_reusing_the_rollout_forward_gives_the_same_gradient(task, warm_state, n
                      config_cls(seed=3, prompts_per_step=8, reuse_rollout_forward=True))
     losses, grads = [], []
 
-    def capture(loss, params=None, optimizer=None):  # backward only, weights unchanged
+    def capture(loss):  # backward only, weights unchanged
         tr.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         losses.append(float(loss))
         grads.append(torch.cat([p.grad.flatten() for p in tr.policy.parameters()]))
-        return 0.0
+        return {}
 
     tr.optimizer_step = capture
     batch = tr.rollout()
@@ -145,19 +147,19 @@ def test_reusing_the_rollout_forward_gives_the_same_gradient(task, warm_state, n
     tr.compute_targets(batch)
     assert batch.advantages.abs().sum() > 0, "need a batch with mixed-reward groups"
     tr.update(batch)  # through the rollout's graph (taken out of the batch)
-    assert "logprobs" not in batch
+    assert batch.logprobs is None
     tr.update(batch)  # a fresh forward pass on the same batch and weights
     assert losses[0] == pytest.approx(losses[1], abs=1e-6)
     assert grads[0].norm() > 0
     torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-4)
     off = trainer_cls(warm_policy(warm_state), task,
                       config_cls(seed=3, prompts_per_step=8, reuse_rollout_forward=False))
-    assert "logprobs" not in off.rollout()
+    assert off.rollout().logprobs is None
 
 
 def test_grpo_with_several_updates_recomputes_the_logprobs(task, warm_state):
     tr = GRPOTrainer(warm_policy(warm_state), task, GRPOConfig(seed=0, mu=2))
-    assert "logprobs" not in tr.rollout()  # mu > 1: the ratio must see the moved policy
+    assert tr.rollout().logprobs is None  # mu > 1: the ratio must see the moved policy
 
 
 def test_one_ppo_update_lowers_policy_and_value_loss(task, warm_state):
@@ -208,7 +210,7 @@ def test_same_seed_same_history(task, warm_state, name):
     for _ in range(2):
         cfg = config_cls(seed=7, steps=3, eval_every=2, **kwargs)
         h = trainer_cls(warm_policy(warm_state), task, cfg).train(progress=False)
-        runs.append({k: v for k, v in h.items() if "wall" not in k})
+        runs.append({k: v for k, v in h.items() if k not in TIMINGS})
     assert runs[0] == runs[1]
     assert len({len(v) for k, v in runs[0].items() if not k.startswith("eval")}) == 1
     cfg = config_cls(seed=8, steps=3, eval_every=2, **kwargs)
@@ -278,19 +280,36 @@ def test_grpo_trainer_runs_on_a_hugging_face_model(task):
     assert any(not torch.equal(a, b) for a, b in zip(before, hf.parameters(), strict=True))
 
 
-def test_learning_rate_schedules():
-    """Warm-up then constant or linear decay to 0 (TRL's default shape); bad names raise."""
+def _lrs(trainer, n):
+    """The learning rate of each of the first n optimiser steps of ``trainer``."""
+    out = []
+    for _ in range(n):
+        out.append(trainer.optimizer.param_groups[0]["lr"])
+        trainer.optimizer.step()
+        trainer.scheduler.step()
+    return out
+
+
+@pytest.mark.parametrize("schedule, warmup", [("linear", 3), ("linear", 0), ("constant", 4),
+                                              ("constant", 0)])
+def test_learning_rate_schedule_is_hugging_faces(schedule, warmup):
+    """The trainer's schedule equals transformers' get_linear_schedule_with_warmup /
+    get_constant_schedule_with_warmup over every optimiser step of the run (GRPO with
+    mu = 2 takes 2 per step), and bad names raise."""
+    transformers = pytest.importorskip("transformers")
     task = AdditionTask(seed=0)
-    policy = TinyGPT(ModelConfig(n_layer=1, n_embd=16, n_head=2), seed=0)
-    lrs = {}
-    for schedule in ("constant", "linear"):
-        cfg = GRPOConfig(steps=10, lr=1e-3, warmup_steps=2, lr_schedule=schedule)
-        trainer = GRPOTrainer(policy, task, cfg)
-        lrs[schedule] = [trainer._lr_factor(i) * cfg.lr for i in range(10)]
-    assert lrs["constant"][:3] == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3])
-    assert lrs["constant"][3:] == pytest.approx([1e-3] * 7)
-    assert lrs["linear"][:2] == pytest.approx([1e-3 / 3, 2e-3 / 3])
-    assert lrs["linear"][2:] == pytest.approx([1e-3 * (10 - i) / 8 for i in range(2, 10)])
+    cfg = GRPOConfig(steps=5, mu=2, lr=1e-3, warmup_steps=warmup, lr_schedule=schedule)
+    trainer = GRPOTrainer(TinyGPT(ModelConfig(n_layer=1, n_embd=16, n_head=2)), task, cfg)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    total = cfg.steps * cfg.mu
+    hf = (transformers.get_linear_schedule_with_warmup(opt, warmup, total)
+          if schedule == "linear" else transformers.get_constant_schedule_with_warmup(opt, warmup))
+    expected = []
+    for _ in range(total):
+        expected.append(opt.param_groups[0]["lr"])
+        opt.step()
+        hf.step()
+    assert _lrs(trainer, total) == pytest.approx(expected, abs=1e-12)
     with pytest.raises(ValueError, match="lr_schedule"):
         GRPOConfig(lr_schedule="cosine").validate()
 
@@ -298,12 +317,48 @@ def test_learning_rate_schedules():
 def test_linear_schedule_counts_every_optimiser_step():
     """GRPO takes mu optimiser steps per step, PPO mu x minibatches: the linear decay
     reaches 0 only at the run's last optimiser step."""
-    from course_lib.trainers import PPOConfig, PPOTrainer
-
     task = AdditionTask(seed=0)
     policy = TinyGPT(ModelConfig(n_layer=1, n_embd=16, n_head=2), seed=0)
     grpo = GRPOTrainer(policy, task, GRPOConfig(steps=5, mu=2, lr_schedule="linear"))
     ppo = PPOTrainer(policy, task, PPOConfig(steps=5, mu=2, minibatches=2,
                                              lr_schedule="linear"))
     assert grpo.updates_per_step() == 2 and ppo.updates_per_step() == 4
-    assert grpo._lr_factor(9) == pytest.approx(0.1) and ppo._lr_factor(19) == pytest.approx(0.05)
+    assert grpo.lr_factor(9) == pytest.approx(0.1) and ppo.lr_factor(19) == pytest.approx(0.05)
+
+
+# ------------------------------------------------------------------- the batch ----
+
+def test_batch_is_a_dataclass_that_copies_and_selects_rows(task, warm_state):
+    tr = GRPOTrainer(warm_policy(warm_state), task, GRPOConfig(seed=0, prompts_per_step=2,
+                                                               group_size=3))
+    batch = fixed_grpo_batch(tr)
+    assert len(batch) == 6 and hasattr(batch, "advantages") and not hasattr(batch, "nope")
+    assert batch.logprobs is not None and batch.logprobs.requires_grad  # on-policy shortcut
+    tr.policy_logprobs(batch)  # takes the graph out (torch cannot deep-copy a graph)
+    clone = copy.deepcopy(batch)
+    assert torch.equal(clone.tokens, batch.tokens) and clone.tokens is not batch.tokens
+    rows = batch.rows(torch.tensor([4, 1]))
+    assert rows.prompts == [batch.prompts[4], batch.prompts[1]]
+    assert torch.equal(rows.advantages, batch.advantages[[4, 1]])
+    assert torch.equal(rows.mask, batch.mask[[4, 1]]) and rows.returns is None
+
+
+def test_ppo_logs_grad_norms_and_minibatches_cover_the_batch(task, warm_state):
+    tr = PPOTrainer(warm_policy(warm_state), task,
+                    PPOConfig(seed=0, prompts_per_step=8, mu=2, minibatches=4))
+    batch = fixed_grpo_batch(tr)
+    parts = list(tr.minibatches(batch))
+    assert len(parts) == 8 and all(len(p) == 2 for p in parts)
+    assert sorted(sum((p.prompts for p in parts[:4]), [])) == sorted(batch.prompts)
+    metrics = tr.update(batch)
+    assert metrics["grad_norm"] > 0 and metrics["value_grad_norm"] > 0
+    assert metrics["approx_kl"] > 0  # later minibatches see a moved policy
+
+
+def test_reference_log_probs_ignore_top_k(task, warm_state):
+    """With top-k sampling a moved policy can sample a token outside the reference's top
+    k: its reference log-prob must stay finite (the KL would be inf)."""
+    tr = GRPOTrainer(warm_policy(warm_state), task,
+                     GRPOConfig(seed=0, steps=3, top_k=2, beta=0.04, lr=1e-2, eval_every=0))
+    h = tr.train(progress=False)
+    assert all(math.isfinite(x) for x in h["kl_ref"])

@@ -4,20 +4,24 @@ Chapter: "Comparing PPO, GRPO, REINFORCE and DPO". Following Spinning Up, each a
 fills in the same pieces, so a diff between two trainers shows exactly their conceptual
 difference:
 
-============  ==============================================================================
-piece         what the subclass defines
-============  ==============================================================================
-rollout       which prompts, how many completions each (GRPO: groups of G; PPO: one each;
-              DPO: a minibatch of precomputed preference pairs, no sampling during training)
-score         the task's verifier (same for all online trainers)
-targets       GRPO: group advantages; PPO: KL-shaped per-token rewards, critic values, GAE;
-              REINFORCE/RLOO: reward minus a baseline; DPO: nothing (pairs are the target)
-loss          ``grpo_loss`` / ``ppo_policy_loss + value_loss`` / REINFORCE surrogate /
-              ``dpo_loss``, all from course_lib's pure functions
-update        ``mu`` optimiser steps per batch, gradient norm clipped
-log           one entry per step in ``trainer.history``, held-out accuracy every
-              ``eval_every`` steps
-============  ==============================================================================
+===============  ===========================================================================
+piece            what the subclass defines
+===============  ===========================================================================
+rollout          which prompts, how many completions each (GRPO, RLOO: groups of G; PPO: one
+                 each; DPO: a minibatch of precomputed preference pairs, no sampling)
+score            the task's verifier (the same for all online trainers)
+compute_targets  GRPO: group advantages; PPO: KL-shaped per-token rewards, critic values,
+                 GAE; REINFORCE/RLOO: reward minus a baseline; DPO: nothing (the pairs are
+                 the target). Returns the metrics of the targets.
+loss             ``grpo_loss`` / ``ppo_policy_loss + value_loss`` / the REINFORCE surrogate /
+                 ``dpo_loss``, all from course_lib's pure functions, on one minibatch
+update           shared: one :meth:`Trainer.optimizer_step` per minibatch of
+                 :meth:`Trainer.minibatches` (GRPO: the batch ``mu`` times; PPO: ``mu``
+                 epochs of shuffled minibatches), gradient norm clipped
+log              shared: one entry per step in ``trainer.history``, held-out accuracy every
+                 ``eval_every`` steps; every key is defined once, in
+                 :data:`course_lib.trainers.metrics.METRICS`
+===============  ===========================================================================
 
 The trainers use the policy only through :func:`~course_lib.model.forward_logits` (via
 :func:`~course_lib.model.sample` and :func:`~course_lib.model.completion_logprobs`), so a
@@ -27,18 +31,35 @@ Hugging Face causal LM works as well as a TinyGPT.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import random
 import time
+import typing
 from collections import defaultdict
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn as nn
 
-from course_lib.model import Samples, completion_logprobs, count_parameters, sample
-from course_lib.trainers.evaluate import evaluate
+from course_lib._checks import (
+    check_choice,
+    check_clip_eps,
+    check_in_range,
+    check_int,
+    check_positive,
+)
+from course_lib.evaluate import evaluate
+from course_lib.model import completion_logprobs, count_parameters, sample
+from course_lib.surrogate import masked_mean
+from course_lib.tasks import SPLITS
+from course_lib.trainers.metrics import mean_over_steps
 
-__all__ = ["TrainerConfig", "Trainer", "Batch", "frozen_copy"]
+__all__ = ["TrainerConfig", "ClipConfig", "Trainer", "Batch", "frozen_copy", "adamw",
+           "LR_SCHEDULES"]
+
+#: What the learning rate does after the warm-up (see :meth:`Trainer.lr_factor`).
+LR_SCHEDULES = ("constant", "linear")
 
 
 @dataclass
@@ -46,93 +67,139 @@ class TrainerConfig:
     """Settings every trainer shares (each trainer's config adds its own fields)."""
 
     steps: int = 200
-    """Number of training steps (one rollout + ``mu`` updates each)."""
+    """Number of training steps (one rollout and its updates each)."""
     prompts_per_step: int = 16
     """Distinct training prompts per step."""
     lr: float = 1e-3
-    """Adam learning rate of the policy."""
+    """AdamW learning rate of the policy."""
     temperature: float = 1.0
     """Sampling temperature (> 0); the loss uses log-probs at the same temperature."""
     top_k: int | None = None
     """Sample only among the k most likely tokens (None: all)."""
     max_new_tokens: int | None = None
-    """Completion budget; None: the task's ``max_new_tokens`` (4 for AdditionTask)."""
+    """Completion budget (None: the task's)."""
     grad_clip: float = 1.0
-    """Maximum global gradient norm (None or 0: no clipping)."""
+    """Maximum L2 norm of each model's gradient (0: no clipping)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     warmup_steps: int = 0
-    """Linear learning-rate warm-up over this many optimiser steps (0: none)."""
-    lr_schedule: str = "constant"
-    """After the warm-up: "constant", or "linear" (decay to 0 at the last optimiser step,
-    the shape of Hugging Face's "linear" schedule, TRL's default)."""
+    """Optimiser steps of linear learning-rate warm-up from 0 (0: none)."""
+    lr_schedule: Literal[LR_SCHEDULES] = "constant"
+    """After the warm-up: constant, or linear decay to 0 at the last optimiser step (Hugging
+    Face's schedules with warm-up; TRL's default is linear)."""
     adam_betas: tuple[float, float] = (0.9, 0.999)
-    """Adam's (beta1, beta2)."""
+    """AdamW's (beta1, beta2)."""
     eval_every: int = 10
-    """Greedy held-out accuracy every this many steps (0: only before and after training)."""
-    eval_split: str = "test"
-    """Split used for the periodic evaluation ("test" = the held-out prompts)."""
+    """Greedy accuracy on eval_split every this many steps (0: before and after only)."""
+    eval_split: Literal[SPLITS] = "test"
+    """Prompts of the periodic evaluation (test: the held-out ones)."""
     stop_at_accuracy: float | None = None
-    """Stop early once an evaluation reaches this accuracy (None: run all steps)."""
+    """Stop at the first evaluation with at least this accuracy (None: run all steps)."""
     seed: int = 0
-    """Seed of prompt order and sampling; the same seed gives identical histories."""
+    """Seed of prompt order and sampling; the same seed gives the same history."""
     reuse_rollout_forward: bool = True
-    """On-policy shortcut of GRPO (with ``mu`` = 1) and REINFORCE: the rollout samples with
-    gradient and the single update backpropagates through the sampling forward pass
-    instead of running the same forward pass again (same weights, same tokens, so the same
-    log-probs); about 20% less time per step on the running example, same result up to
-    float rounding. Sampling runs the policy in eval mode, so with dropout > 0 set this to
-    False to train on dropout-on log-probs."""
+    """With one optimiser step per batch, backpropagate through the sampling pass instead
+    of a second forward pass over the same tokens (same log-probs, less time). Sampling runs
+    in eval mode: with dropout > 0 turn it off to train on dropout-on log-probs."""
 
     def validate(self) -> None:
-        """Raise ValueError for settings that cannot work (called by the trainer)."""
-        if self.steps < 0:
-            raise ValueError(f"steps must be >= 0, got {self.steps}")
-        if self.prompts_per_step < 1:
-            raise ValueError(f"prompts_per_step must be >= 1, got {self.prompts_per_step}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k must be None or >= 1, got {self.top_k}")
-        if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.eval_every < 0:
-            raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
-        if self.eval_split not in ("train", "test"):
-            raise ValueError(f"eval_split must be 'train' or 'test', got {self.eval_split!r}")
-        if self.stop_at_accuracy is not None and not 0 < self.stop_at_accuracy <= 1:
-            raise ValueError(f"stop_at_accuracy must be in (0, 1], got {self.stop_at_accuracy}")
-        if self.lr_schedule not in ("constant", "linear"):
-            raise ValueError(f"lr_schedule must be 'constant' or 'linear', "
-                             f"got {self.lr_schedule!r}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
-        if not all(0 <= b < 1 for b in self.adam_betas) or len(self.adam_betas) != 2:
-            raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
-        if self.grad_clip is not None and self.grad_clip < 0:
-            raise ValueError(f"grad_clip must be >= 0 or None, got {self.grad_clip}")
+        """Raise ValueError for settings that cannot work (called by the trainer).
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def field_docs(cls) -> dict[str, str]:
-        """Field name -> type, for the CLI."""
-        return {f.name: str(f.type) for f in fields(cls)}
+        A field typed ``Literal[...]`` (``loss_type``, ``scale`` ...) must be one of its
+        listed values, which come from the maths modules' constants (``GRPO_LOSS_TYPES``
+        ...); subclasses check their other fields."""
+        for name, hint in typing.get_type_hints(type(self)).items():
+            if typing.get_origin(hint) is Literal:
+                check_choice(name, getattr(self, name), typing.get_args(hint))
+        check_int("steps", self.steps, 0)
+        check_int("prompts_per_step", self.prompts_per_step, 1)
+        check_positive("lr", self.lr)
+        check_positive("temperature", self.temperature)
+        if self.top_k is not None:
+            check_int("top_k", self.top_k, 1)
+        if self.max_new_tokens is not None:
+            check_int("max_new_tokens", self.max_new_tokens, 1)
+        check_in_range("grad_clip", self.grad_clip, 0.0, float("inf"))
+        check_in_range("weight_decay", self.weight_decay, 0.0, float("inf"))
+        check_int("warmup_steps", self.warmup_steps, 0)
+        if len(self.adam_betas) != 2:
+            raise ValueError(f"adam_betas must be two numbers, got {self.adam_betas}")
+        for b in self.adam_betas:
+            check_in_range("adam_betas", b, 0.0, 1.0, high_open=True)
+        check_int("eval_every", self.eval_every, 0)
+        if self.stop_at_accuracy is not None:
+            check_in_range("stop_at_accuracy", self.stop_at_accuracy, 0.0, 1.0, low_open=True)
 
 
-class Batch(dict):
-    """A rollout: a dict of tensors and lists, also readable as attributes (``batch.mask``).
+@dataclass
+class ClipConfig(TrainerConfig):
+    """Settings of the trainers that reuse each batch and clip the ratio (GRPO, PPO)."""
 
-    Online trainers fill: ``prompts`` (list of B str), ``prompt_ids`` (B, P), ``tokens``
-    (B, N), ``mask`` (B, N), ``old_logprobs`` (B, N), ``texts`` (list of B str),
-    ``rewards`` (B,), then their targets (``advantages`` ...).
+    mu: int = 1
+    """Passes over each batch (GRPO's mu, PPO's epochs K); with one pass of one minibatch
+    the ratio is 1 and the clip never acts."""
+    clip_eps: float = 0.2
+    """Lower clip range of the ratio."""
+    clip_eps_high: float | None = None
+    """Upper clip range (None: clip_eps; DAPO's clip-higher: 0.28)."""
+
+    def validate(self) -> None:
+        super().validate()
+        check_int("mu", self.mu, 1)
+        check_clip_eps("clip_eps", self.clip_eps)
+        if self.clip_eps_high is not None:
+            check_clip_eps("clip_eps_high", self.clip_eps_high)
+
+
+@dataclass
+class Batch:
+    """A rollout of B completions and what the trainer computes from it.
+
+    Rows that share a prompt sit next to each other (GRPO's groups: rows g*G .. g*G+G-1).
+    The first block is filled by :meth:`Trainer.sample_completions`, the second by
+    :meth:`Trainer.score` and ``compute_targets``.
     """
 
-    __getattr__ = dict.__getitem__
-    __setattr__ = dict.__setitem__
+    prompts: list[str]
+    """B prompts (text)."""
+    prompt_ids: torch.Tensor
+    """(B, P) prompt token ids."""
+    tokens: torch.Tensor
+    """(B, N) completion token ids, right-padded."""
+    mask: torch.Tensor
+    """(B, N) float, 1 on real completion tokens (up to and including the first EOS)."""
+    old_logprobs: torch.Tensor
+    """(B, N) log pi_old of the tokens under the sampling distribution, no gradient."""
+    entropy: torch.Tensor
+    """(B, N) entropy of the sampling distribution at each token, 0 on padding."""
+    texts: list[str]
+    """B completions (text)."""
+    logprobs: torch.Tensor | None = None
+    """(B, N) the same log-probs with their graph when the rollout kept it
+    (``reuse_rollout_forward``); :meth:`Trainer.policy_logprobs` takes them out."""
+    rewards: torch.Tensor | None = None
+    """(B,) verifier rewards."""
+    correct: torch.Tensor | None = None
+    """(B,) bool, the verifier's verdict (exact final answer)."""
+    ref_logprobs: torch.Tensor | None = None
+    """(B, N) log pi_ref (GRPO with beta > 0)."""
+    advantages: torch.Tensor | None = None
+    """(B,) one per completion (GRPO, REINFORCE) or (B, N) per token (PPO)."""
+    returns: torch.Tensor | None = None
+    """(B, N) PPO's value targets."""
+    old_values: torch.Tensor | None = None
+    """(B, N) PPO's critic values at sampling time."""
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def rows(self, idx: torch.Tensor) -> Batch:
+        """The batch restricted to the rows ``idx`` (1-D LongTensor), every field alike."""
+        def pick(v):
+            if isinstance(v, torch.Tensor):
+                return v[idx]
+            return v if v is None else [v[i] for i in idx.tolist()]
+        return Batch(**{f.name: pick(getattr(self, f.name)) for f in dataclasses.fields(self)})
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:
@@ -143,20 +210,30 @@ def frozen_copy(model: nn.Module) -> nn.Module:
     return ref
 
 
-class Trainer:
-    """Base class: the loop, logging and evaluation; subclasses fill the pieces.
+def adamw(params, lr: float, cfg: TrainerConfig, fused: bool = True) -> torch.optim.AdamW:
+    """AdamW with the config's weight decay and betas. ``fused``: one kernel for all
+    parameters when every one is a CPU/CUDA float tensor (the same update up to float
+    rounding, faster); else PyTorch's per-parameter loop."""
+    params = list(params)
+    fused = fused and all(p.dtype in (torch.float32, torch.float64)
+                          and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay,
+                             betas=tuple(cfg.adam_betas), fused=fused or None)
 
-    Subclasses implement :meth:`rollout`, :meth:`compute_targets` and :meth:`update`
-    (and may override :meth:`score`). ``trainer.train()`` runs ``config.steps`` steps and
-    returns ``trainer.history``, a dict of equal-length lists with one entry per step
-    (``step``, ``samples``, ``wall``, ``loss`` and the trainer's metrics) plus
-    ``eval_step``/``eval_accuracy``/``eval_wall``/``eval_samples`` (held-out accuracy before
-    training and every ``eval_every`` steps). ``wall`` counts seconds since ``train()``
-    started, evaluation time included.
+
+class Trainer:
+    """Base class: the loop, the update, logging and evaluation; subclasses fill the pieces.
+
+    Subclasses implement :meth:`rollout`, :meth:`compute_targets` and :meth:`loss` (and may
+    override :meth:`holds_reference`, :meth:`updates_per_step`, :meth:`score`,
+    :meth:`minibatches`).
+    ``trainer.train()`` runs ``config.steps`` steps and returns ``trainer.history``, a dict
+    of lists: one entry per step for each per-step key and one per evaluation (before
+    training, every ``eval_every`` steps, after the last) for each ``eval_*`` key. The keys
+    are defined in :data:`course_lib.trainers.metrics.METRICS`.
     """
 
     config_cls = TrainerConfig
-    name = "trainer"
 
     def __init__(self, policy: nn.Module, task, config: TrainerConfig | None = None):
         self.config = cfg = config if config is not None else self.config_cls()
@@ -170,33 +247,40 @@ class Trainer:
         self.max_new_tokens = cfg.max_new_tokens or task.max_new_tokens
         self.rng = random.Random(cfg.seed)  # prompt order
         self.generator = torch.Generator().manual_seed(cfg.seed)  # sampling
-        params = [p for p in policy.parameters() if p.requires_grad]
-        # fused: one kernel for all parameters (CPU and CUDA float tensors); same update
-        fused = all(p.dtype in (torch.float32, torch.float64) and p.device.type in ("cpu", "cuda")
-                    for p in params)
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                           betas=tuple(cfg.adam_betas), fused=fused or None)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
-        self.reference: nn.Module | None = None
+        self.optimizer = adamw([p for p in policy.parameters() if p.requires_grad], cfg.lr, cfg)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factor)
+        #: the optimisers :meth:`optimizer_step` steps, keyed by the metric of their
+        #: gradient norm (PPO adds its critic's)
+        self.optimizers = {"grad_norm": self.optimizer}
+        self.reference = frozen_copy(policy) if self.holds_reference() else None
         self.critic: nn.Module | None = None
         self.history: dict[str, list] = defaultdict(list)
         self.samples_used = 0
         self.step_count = 0
         self._order: list[str] = []
         self._t0: float | None = None
+        self._eval_seconds = 0.0
+
+    def holds_reference(self) -> bool:
+        """Whether to keep the frozen reference, a copy of the starting policy (for a KL)."""
+        return False
 
     def updates_per_step(self) -> int:
         """Optimiser steps per training step (GRPO: mu; PPO: mu x minibatches)."""
         return 1
 
-    def _lr_factor(self, i: int) -> float:
-        """Learning-rate multiplier at optimiser step ``i`` (0-based)."""
+    def lr_factor(self, i: int) -> float:
+        """Multiplier of ``lr`` at optimiser step ``i`` (0-based), as Hugging Face's
+        ``get_linear_schedule_with_warmup`` ("linear") and
+        ``get_constant_schedule_with_warmup`` ("constant"): ``i / warmup_steps`` during the
+        warm-up (so the first step has lr 0), then 1, or a linear decay to 0 at the run's
+        last optimiser step, ``steps x updates_per_step()``."""
         cfg = self.config
         if i < cfg.warmup_steps:
-            return (i + 1) / (cfg.warmup_steps + 1)
+            return i / cfg.warmup_steps
         if cfg.lr_schedule == "constant":
             return 1.0
-        total = max(1, cfg.steps * self.updates_per_step())  # optimiser steps of the run
+        total = cfg.steps * self.updates_per_step()  # optimiser steps of the run
         return max(0.0, (total - i) / max(1, total - cfg.warmup_steps))
 
     # ------------------------------------------------------------------ pieces ----
@@ -215,23 +299,21 @@ class Trainer:
         """Sample one completion per entry of ``prompts`` with the current policy. With
         ``grad`` the batch also holds ``logprobs`` (B, N) with their autograd graph, which
         the next :meth:`policy_logprobs` returns instead of recomputing them."""
+        cfg = self.config
         prompt_ids = self.task.encode_prompts(prompts)  # (B, P)
-        out: Samples = sample(self.policy, prompt_ids, self.max_new_tokens,
-                              temperature=self.config.temperature, top_k=self.config.top_k,
-                              generator=self.generator, grad=grad)
-        texts = [self.task.decode(row) for row in out.tokens]
+        out = sample(self.policy, prompt_ids, self.max_new_tokens, temperature=cfg.temperature,
+                     top_k=cfg.top_k, generator=self.generator, grad=grad)
         self.samples_used += len(prompts)
-        batch = Batch(prompts=prompts, prompt_ids=prompt_ids, tokens=out.tokens,
-                      mask=out.mask, old_logprobs=out.logprobs.detach(), texts=texts)
-        if grad:
-            batch.logprobs = out.logprobs  # (B, N), graph to the current weights
-        return batch
+        return Batch(prompts=prompts, prompt_ids=prompt_ids, tokens=out.tokens, mask=out.mask,
+                     old_logprobs=out.logprobs.detach(), entropy=out.entropy,
+                     texts=[self.task.decode(row) for row in out.tokens],
+                     logprobs=out.logprobs if grad else None)
 
     def sample_groups(self, n_prompts: int, group_size: int) -> Batch:
-        """``group_size`` completions for each of ``n_prompts`` prompts (GRPO, RLOO): each
-        prompt repeated next to itself, so rows g*G .. g*G+G-1 form group g. With a single
-        optimiser step per batch (and ``reuse_rollout_forward``) the rollout keeps its graph:
-        that one update's forward pass is the sampling pass."""
+        """``group_size`` completions for each of ``n_prompts`` new training prompts (GRPO,
+        RLOO): each prompt repeated next to itself, so rows g*G .. g*G+G-1 form group g.
+        With a single optimiser step per batch (and ``reuse_rollout_forward``) the rollout
+        keeps its graph: that one update's forward pass is the sampling pass."""
         prompts = self.next_prompts(n_prompts)
         grad = self.config.reuse_rollout_forward and self.updates_per_step() == 1
         return self.sample_completions([p for p in prompts for _ in range(group_size)], grad)
@@ -240,72 +322,127 @@ class Trainer:
         """Log-probs (B, N) of the batch's completions under the current policy, with
         gradient: the rollout's own (taken out of the batch, so only the first update after
         an on-policy rollout uses them) if it kept them, else a new forward pass."""
-        if "logprobs" in batch:
-            return batch.pop("logprobs")
+        if batch.logprobs is not None:
+            logprobs, batch.logprobs = batch.logprobs, None
+            return logprobs
         cfg = self.config
         return completion_logprobs(self.policy, batch.prompt_ids, batch.tokens, batch.mask,
                                    temperature=cfg.temperature, top_k=cfg.top_k)  # (B, N)
+
+    def reference_logprobs(self, batch: Batch) -> torch.Tensor | None:
+        """log pi_ref (B, N) of the batch's completions under the frozen reference, no
+        gradient (None without a reference). At the sampling temperature but without top-k:
+        a token the policy samples may lie outside the reference's k most likely ones, whose
+        log-prob would be -inf."""
+        if self.reference is None:
+            return None
+        with torch.no_grad():
+            return completion_logprobs(self.reference, batch.prompt_ids, batch.tokens,
+                                       batch.mask, temperature=self.config.temperature)
+
+    def reference_penalty(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """InstructGPT's KL penalty (Ouyang et al. 2022, Eq. 2), which PPO and REINFORCE
+        fold into the reward: k1 = log pi_old - log pi_ref per token (B, N), 0 on padding
+        and without a reference; and ``{"kl_ref_k1": its mean over real tokens}`` (empty
+        without a reference)."""
+        ref = self.reference_logprobs(batch)  # (B, N) or None
+        if ref is None:
+            return torch.zeros_like(batch.mask), {}
+        kl = (batch.old_logprobs - ref) * batch.mask  # (B, N) k1 per token
+        return kl, {"kl_ref_k1": float(kl.sum() / batch.mask.sum())}
 
     def rollout(self) -> Batch:
         raise NotImplementedError
 
     def score(self, batch: Batch) -> None:
-        """The verifier: ``batch.rewards`` (B,) from the task's reward function."""
+        """The verifier: ``batch.rewards`` (B,) and ``batch.correct`` (B,) from the task."""
         batch.rewards = self.task.rewards(batch.prompts, batch.texts)  # (B,)
+        batch.correct = torch.tensor([self.task.is_correct(p, t)
+                                      for p, t in zip(batch.prompts, batch.texts, strict=True)])
 
-    def compute_targets(self, batch: Batch) -> None:
+    def compute_targets(self, batch: Batch) -> dict[str, float]:
         raise NotImplementedError
+
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of one minibatch and its metrics (``"loss"``: the policy's part)."""
+        raise NotImplementedError
+
+    def minibatches(self, batch: Batch) -> list[Batch]:
+        """What each optimiser step of :meth:`update` trains on: the whole batch, once per
+        optimiser step (PPO: shuffled minibatches of each epoch)."""
+        return [batch] * self.updates_per_step()
+
+    def optimizer_step(self, loss: torch.Tensor) -> dict[str, float]:
+        """Backward; for each optimiser, clip its parameters' gradient norm to
+        ``grad_clip`` and step; then the learning-rate schedule. Returns the norms before
+        clipping, keyed as in :attr:`optimizers`."""
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        norms = {}
+        for key, opt in self.optimizers.items():
+            params = [p for group in opt.param_groups for p in group["params"]]
+            norm = torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip or float("inf"))
+            norms[key] = float(norm)
+            opt.step()
+        self.scheduler.step()
+        return norms
 
     def update(self, batch: Batch) -> dict[str, float]:
-        raise NotImplementedError
-
-    def optimizer_step(self, loss: torch.Tensor, params=None, optimizer=None) -> float:
-        """Backward, clip the gradient norm, step; returns the gradient norm."""
-        opt = optimizer or self.optimizer
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        ps = params or [p for g in opt.param_groups for p in g["params"]]
-        if self.config.grad_clip:
-            norm = torch.nn.utils.clip_grad_norm_(ps, self.config.grad_clip)
-        else:
-            norm = torch.sqrt(sum((p.grad ** 2).sum() for p in ps if p.grad is not None))
-        opt.step()
-        if opt is self.optimizer:
-            self.scheduler.step()
-        return float(norm)
+        """4.-5. One :meth:`optimizer_step` on the :meth:`loss` of each of
+        :meth:`minibatches`; returns their metrics averaged over those steps."""
+        records = []
+        for minibatch in self.minibatches(batch):
+            loss, metrics = self.loss(minibatch)
+            records.append({**metrics, **self.optimizer_step(loss)})
+        return mean_over_steps(records)
 
     # ------------------------------------------------------------------- loop -----
     def step(self) -> dict[str, float]:
         """One iteration of the skeleton; returns the logged metrics of this step."""
-        batch = self.rollout()            # 1. sample
-        self.score(batch)                 # 2. score
-        self.compute_targets(batch)       # 3. advantages / targets
-        stats = self.update(batch)        # 4.-5. loss and update
+        t = time.perf_counter()
+        batch = self.rollout()                    # 1. sample
+        self.score(batch)                         # 2. score
+        metrics = self.compute_targets(batch)     # 3. advantages / targets
+        metrics.update(self.update(batch))        # 4.-5. loss and update
         self.step_count += 1
-        return self.log(batch, stats)     # 6. log
+        return self.log(batch, metrics, time.perf_counter() - t)  # 6. log
 
-    def log(self, batch: Batch, stats: dict[str, float]) -> dict[str, float]:
-        entry = {"step": self.step_count, "samples": self.samples_used,
-                 "wall": time.perf_counter() - self._t0 if self._t0 is not None else 0.0}
-        if "rewards" in batch:
-            entry["reward_mean"] = float(batch.rewards.mean())
-        if "mask" in batch:
-            entry["response_len"] = float(batch.mask.sum(-1).mean())
-        if "texts" in batch and hasattr(self.task, "is_step_by_step"):  # the R1 task
+    def rollout_metrics(self, batch: Batch) -> dict[str, float]:
+        """Reward, length and entropy of the step's completions."""
+        out = {"reward_mean": float(batch.rewards.mean()),
+               "response_len": float(batch.mask.sum(-1).mean()),
+               "entropy": float(masked_mean(batch.entropy, batch.mask))}
+        if hasattr(self.task, "is_step_by_step"):  # the R1 task
             steps = [self.task.is_step_by_step(t) for t in batch.texts]
-            entry["step_by_step_frac"] = sum(steps) / len(steps)
-        entry.update(stats)
+            out["step_by_step_frac"] = sum(steps) / len(steps)
+        return out
+
+    def log(self, batch: Batch, metrics: dict[str, float], seconds: float) -> dict[str, float]:
+        """Append this step's entry to :attr:`history` and return it."""
+        entry = {"step": self.step_count, "samples": self.samples_used, "wall": self.clock(),
+                 "step_seconds": seconds, **self.rollout_metrics(batch), **metrics}
         for k, v in entry.items():
             self.history[k].append(v)
         return entry
 
+    def clock(self) -> float:
+        """Seconds of training since :meth:`train` started, evaluations excluded (0 outside
+        of train())."""
+        if self._t0 is None:
+            return 0.0
+        return time.perf_counter() - self._t0 - self._eval_seconds
+
     def run_eval(self) -> float:
+        """Evaluate the policy now and append the ``eval_*`` entries; returns the accuracy."""
+        t = time.perf_counter()
         acc = evaluate(self.policy, self.task, split=self.config.eval_split)
-        self.history["eval_step"].append(self.step_count)
-        self.history["eval_samples"].append(self.samples_used)
-        self.history["eval_accuracy"].append(acc)
-        self.history["eval_wall"].append(
-            time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
+        seconds = time.perf_counter() - t
+        for key, value in (("eval_step", self.step_count), ("eval_samples", self.samples_used),
+                           ("eval_accuracy", acc), ("eval_wall", self.clock()),
+                           ("eval_seconds", seconds)):
+            self.history[key].append(value)
+        self._eval_seconds += seconds
         return acc
 
     def train(self, progress: bool = True) -> dict[str, list]:
@@ -313,12 +450,12 @@ class Trainer:
         from tqdm.auto import tqdm
 
         cfg = self.config
-        self._t0 = time.perf_counter()
+        self._t0, self._eval_seconds = time.perf_counter(), 0.0
         if not self.history.get("eval_step"):
             acc = self.run_eval()
         else:
             acc = self.history["eval_accuracy"][-1]
-        bar = tqdm(total=cfg.steps, desc=self.name, disable=not progress, leave=False)
+        bar = tqdm(total=cfg.steps, desc=type(self).__name__, disable=not progress, leave=False)
         start = self.step_count
         while self.step_count - start < cfg.steps:
             entry = self.step()

@@ -1,76 +1,92 @@
-"""Offline DPO on preference pairs built from the warm model's own samples.
+"""DPO trainer: offline, on preference pairs built from the warm model's own samples.
 
 Chapter: "DPO" (and "Comparing PPO, GRPO, REINFORCE and DPO"). Rafailov et al. 2023:
 
-1. rollout (once, at the start of training): for ``pair_prompts`` training prompts, sample
-   ``pair_samples`` completions each from the starting policy; the verifier labels them;
-   every prompt with at least one correct and one wrong completion gives up to
-   ``pairs_per_prompt`` pairs (chosen = verified correct, rejected = wrong). The frozen
+1. rollout (the pairs once, at the start of training): for ``pair_prompts`` training
+   prompts, sample ``pair_samples`` completions each from the starting policy; the
+   verifier labels them; every prompt with at least one correct and one wrong completion
+   gives up to ``pairs_per_prompt`` pairs (chosen = correct, rejected = wrong). The frozen
    reference is the starting policy: its sequence log-probs of every pair are computed
-   once here and stored, so no reference model stays in memory. Every training step then
-   draws a minibatch of ``batch_size`` pairs (passes over the shuffled pairs);
+   once here and stored, so no reference model stays in memory. Every step then draws a
+   minibatch of ``batch_size`` pairs (passes over the shuffled pairs);
 2. score: done by the verifier when the pairs were built (no online reward);
 3. targets: none, the preference is the target;
-4.-5. ``dpo_loss`` on sequence log-probs (sum over each completion's tokens), Adam step;
-6. log loss, implicit-reward accuracy and margin.
+4.-5. one optimiser step on ``dpo_loss`` of the sequence log-probs (sum over each
+   completion's tokens);
+6. log: the keys of :data:`course_lib.trainers.metrics.METRICS`. All pair-building samples
+   count in ``samples`` from the first step on, and their sampling time in ``wall``.
 
-All pair-building samples count in ``history["samples"]`` from the first step on, and
-their sampling time counts in ``history["wall"]``.
+Models held: the policy only.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
-from course_lib.dpo import dpo_loss
+from course_lib._checks import check_int, check_positive
+from course_lib.dpo import DPO_LOSS_TYPES, dpo_loss
 from course_lib.model import completion_logprobs, sample
 from course_lib.tasks import PAD_ID
-from course_lib.trainers.base import Batch, Trainer, TrainerConfig
+from course_lib.trainers.base import Trainer, TrainerConfig
 
-__all__ = ["DPOConfig", "DPOTrainer", "build_preference_pairs"]
+__all__ = ["DPOConfig", "DPOTrainer", "PreferenceBatch", "build_preference_pairs"]
 
 
 @dataclass
 class DPOConfig(TrainerConfig):
-    """DPO settings. Defaults: pairs from all 2000 training prompts x 8 samples (16 000
-    samples, the budget of 125 GRPO steps), beta 0.5 and lr 3e-5 (tuned on the running
-    example)."""
+    """DPO settings: pairs from all 2000 training prompts x 8 samples (16 000 samples, the
+    budget of 125 GRPO steps); beta and lr tuned on the running example
+    (``benchmarks/bench_training.py``)."""
 
     beta: float = 0.5
-    """DPO's beta: strength of the implicit KL to the reference. The paper uses 0.1; on the
-    running example 0.1 with lr 1e-4 lowered held-out accuracy (0.39 -> 0.28 in 100 steps),
-    0.5 with lr 3e-5 raised it (0.39 -> 0.52), see the benchmark."""
-    loss_type: str = "sigmoid"
-    """"sigmoid" (DPO), "ipo", "hinge" or "robust" (see ``course_lib.dpo_loss``)."""
+    """Strength of the implicit KL to the reference (the DPO paper's default: 0.1)."""
+    loss_type: Literal[DPO_LOSS_TYPES] = "sigmoid"
+    """sigmoid (DPO), ipo, hinge or robust (see course_lib.dpo_loss)."""
     label_smoothing: float = 0.0
-    """Label noise for cDPO / robust DPO."""
+    """Assumed label noise (conservative / robust DPO)."""
     batch_size: int = 64
     """Preference pairs per step."""
     pair_prompts: int | None = None
     """Training prompts used to build pairs (None: all)."""
     pair_samples: int = 8
-    """Completions sampled per prompt to build pairs (>= 2)."""
+    """Completions sampled per prompt to build pairs."""
     pairs_per_prompt: int = 1
     """At most this many (chosen, rejected) pairs per prompt."""
     lr: float = 3e-5
 
     def validate(self) -> None:
         super().validate()
-        if not self.beta > 0:
-            raise ValueError(f"beta must be > 0, got {self.beta}")
-        if self.loss_type not in ("sigmoid", "ipo", "hinge", "robust"):
-            raise ValueError(f"loss_type must be sigmoid, ipo, hinge or robust, "
-                             f"got {self.loss_type!r}")
-        if self.pair_samples < 2:
-            raise ValueError(f"pair_samples must be >= 2 to find a correct and a wrong "
-                             f"completion, got {self.pair_samples}")
-        if self.batch_size < 1 or self.pairs_per_prompt < 1:
-            raise ValueError("batch_size and pairs_per_prompt must be >= 1")
-        if self.pair_prompts is not None and self.pair_prompts < 1:
-            raise ValueError(f"pair_prompts must be >= 1 or None, got {self.pair_prompts}")
+        check_positive("beta", self.beta)
+        check_int("batch_size", self.batch_size, 1)
+        if self.pair_prompts is not None:
+            check_int("pair_prompts", self.pair_prompts, 1)
+        check_int("pair_samples", self.pair_samples, 2, "a correct and a wrong completion "
+                  "are needed")
+        check_int("pairs_per_prompt", self.pairs_per_prompt, 1)
+
+
+@dataclass
+class PreferenceBatch:
+    """A minibatch of M preference pairs with their precomputed reference log-probs."""
+
+    prompt_ids: torch.Tensor
+    """(M, P) prompt token ids."""
+    chosen: torch.Tensor
+    """(M, Nc) chosen completion ids, right-padded."""
+    chosen_mask: torch.Tensor
+    """(M, Nc) 1 on its real tokens."""
+    rejected: torch.Tensor
+    """(M, Nr) rejected completion ids, right-padded."""
+    rejected_mask: torch.Tensor
+    """(M, Nr) 1 on its real tokens."""
+    ref_chosen_logps: torch.Tensor
+    """(M,) log pi_ref of each chosen completion (sum over its tokens)."""
+    ref_rejected_logps: torch.Tensor
+    """(M,) the same for the rejected one."""
 
 
 def _pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,7 +188,7 @@ class DPOTrainer(Trainer):
         self.pairs = pairs
         return pairs
 
-    def rollout(self) -> Batch:
+    def rollout(self) -> PreferenceBatch:
         if self.pairs is None:
             self.build_pairs()
         n = len(self.pairs["prompts"])
@@ -183,30 +199,29 @@ class DPOTrainer(Trainer):
                 self.rng.shuffle(self._pair_order)
             idx.append(self._pair_order.pop())
         t = torch.tensor(idx)
-        b = Batch({k: v[t] for k, v in self.pairs.items()
-                   if isinstance(v, torch.Tensor)})
+        rows = {k: v[t] for k, v in self.pairs.items() if isinstance(v, torch.Tensor)}
         for k in ("chosen", "rejected"):  # drop all-padding columns of this minibatch
-            n_tok = int(b[k + "_mask"].sum(-1).max())
-            b[k], b[k + "_mask"] = b[k][:, :n_tok], b[k + "_mask"][:, :n_tok]
-        return b
+            n_tok = int(rows[k + "_mask"].sum(-1).max())
+            rows[k], rows[k + "_mask"] = rows[k][:, :n_tok], rows[k + "_mask"][:, :n_tok]
+        return PreferenceBatch(**rows)
 
-    def score(self, batch: Batch) -> None:
+    def score(self, batch: PreferenceBatch) -> None:
         """Nothing to do: the pairs were labelled by the verifier when they were built."""
 
-    def compute_targets(self, batch: Batch) -> None:
+    def compute_targets(self, batch: PreferenceBatch) -> dict[str, float]:
         """Nothing to do: the preference itself is the target."""
+        return {}
 
-    def update(self, batch: Batch) -> dict[str, float]:
+    def loss(self, batch: PreferenceBatch) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.config
         pc, pr = self._sequence_logps(self.policy, batch.prompt_ids, batch.chosen,
                                       batch.chosen_mask, batch.rejected, batch.rejected_mask)
         loss, stats = dpo_loss(pc, pr, batch.ref_chosen_logps, batch.ref_rejected_logps,
                                beta=cfg.beta, loss_type=cfg.loss_type,
                                label_smoothing=cfg.label_smoothing)
-        norm = self.optimizer_step(loss)
-        return {"loss": float(loss.detach()), "grad_norm": norm,
-                "n_pairs": len(self.pairs["prompts"]), **stats}
+        return loss, {"loss": float(loss.detach()), "n_pairs": len(self.pairs["prompts"]),
+                      **stats}
 
-    def parameters_held(self) -> dict[str, int]:
-        """Policy only: the reference's log-probs are precomputed (no reference in memory)."""
-        return super().parameters_held()
+    def rollout_metrics(self, batch: PreferenceBatch) -> dict[str, float]:
+        """Nothing sampled during training: no rollout metrics."""
+        return {}

@@ -1,113 +1,82 @@
-"""PPO trainer in the InstructGPT style: critic, per-token KL penalty in the reward, GAE.
+"""PPO trainer in the InstructGPT style: a critic, GAE, the KL penalty in the reward.
 
-Chapter: "PPO for language models" (and "Comparing PPO, GRPO, REINFORCE and DPO").
-Ouyang et al. 2022 (InstructGPT, Eq. 2) and Stiennon et al. 2020; OpenAI's
-lm-human-preferences code for GAE (gamma 1, lambda 0.95) and whitening:
+Chapter: "PPO for language models" (and "Comparing PPO, GRPO, REINFORCE and DPO"). Ouyang
+et al. 2022 (InstructGPT, Eq. 2); GAE and whitening as in OpenAI's lm-human-preferences.
 
 1. rollout: ``prompts_per_step`` training prompts, one completion each;
 2. score: the task's verifier (a rule, so no reward model is held);
-3. targets: per-token reward ``r_t = -kl_coef * (log pi_old - log pi_ref)``, plus the
-   verifier's score on the last real token; the critic's values ``V(s_t)``; ``gae`` gives
-   advantages and returns; advantages are whitened (``whiten``);
-4.-5. ``mu`` epochs of ``minibatches`` minibatch steps on
-   ``ppo_policy_loss + vf_coef * value_loss`` (policy and critic have separate Adam
-   optimisers);
-6. log reward, policy and value loss, KL to the reference, clip fractions.
+3. targets: per-token advantages by ``gae`` from the critic's values and the rewards
+   (the verifier's on the last token, ``-kl_coef`` * k1 KL on each), whitened;
+4.-5. ``mu`` epochs of ``minibatches`` optimiser steps on ``ppo_policy_loss`` + ``vf_coef`` *
+   the critic's ``value_loss`` (separate optimisers);
+6. log: the keys of :data:`course_lib.trainers.metrics.METRICS`.
 
-The critic is a separate :class:`~course_lib.model.ValueModel` (its body starts as a copy
-of the policy when the policy is a TinyGPT, its scalar head at 0). Models held: policy and
-critic (trained), reference (frozen, only if ``kl_coef > 0``); the rule-based reward needs
-no fourth model.
+Models held: the policy, and the reference (a frozen copy of the starting policy) only if
+``kl_coef > 0``; the critic (its body a copy of the policy's when that is a TinyGPT).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
-from course_lib.model import ModelConfig, ValueModel, completion_logprobs
-from course_lib.ppo import gae, ppo_policy_loss, value_loss, whiten
-from course_lib.trainers.base import Batch, Trainer, TrainerConfig, frozen_copy
+from course_lib._checks import check_in_range, check_int, check_nonnegative, check_positive
+from course_lib.model import ModelConfig, ValueModel
+from course_lib.ppo import PPO_AGGREGATIONS, gae, ppo_policy_loss, value_loss, whiten
+from course_lib.trainers.base import Batch, ClipConfig, Trainer, adamw
+from course_lib.trainers.metrics import surrogate_metrics
 
 __all__ = ["PPOConfig", "PPOTrainer"]
 
 
 @dataclass
-class PPOConfig(TrainerConfig):
-    """PPO settings. One completion per prompt, so 128 prompts per step give the same
-    sample budget as GRPO's 16 prompts x 8."""
+class PPOConfig(ClipConfig):
+    """PPO settings: 128 prompts x 1 completion per step (GRPO's 16 x 8), InstructGPT's KL."""
 
-    prompts_per_step: int = 128
-    mu: int = 1
-    """Epochs over each batch (PPO's K; InstructGPT-style code uses 1-4)."""
     minibatches: int = 1
     """Minibatches per epoch."""
-    clip_eps: float = 0.2
-    """Clip range of the policy ratio."""
     kl_coef: float = 0.02
-    """beta of the per-token KL penalty folded into the reward (InstructGPT 0.02);
-    0: no reference model."""
+    """Coefficient of the k1 KL in the reward (InstructGPT 0.02; 0: no reference)."""
+    agg: Literal[PPO_AGGREGATIONS] = "token-mean"
+    """Token aggregation (see course_lib.ppo_policy_loss)."""
+    whiten_advantages: bool = True
+    """Whiten the advantages over the batch (lm-human-preferences)."""
     gamma: float = 1.0
-    """Discount (1: the usual choice for language, lm-human-preferences)."""
+    """Discount (lm-human-preferences: 1)."""
     lam: float = 0.95
     """GAE lambda (lm-human-preferences: 0.95)."""
     vf_coef: float = 0.5
-    """Weight of the value loss in the total loss."""
+    """Weight of the value loss."""
     value_clip: float = 0.2
-    """Clip range of the value loss (in reward units)."""
+    """Clip range of the value loss (reward units)."""
     critic_lr: float = 1e-3
-    """Adam learning rate of the critic."""
-    whiten_advantages: bool = True
-    """Whiten advantages over the batch (lm-human-preferences)."""
-    agg: str = "token-mean"
-    """Aggregation of the per-token policy loss (see ``ppo_policy_loss``)."""
+    """AdamW learning rate of the critic."""
+    prompts_per_step: int = 128
     lr: float = 5e-4
 
     def validate(self) -> None:
         super().validate()
-        if self.mu < 1 or self.minibatches < 1:
-            raise ValueError(f"mu and minibatches must be >= 1, got {self.mu}, "
-                             f"{self.minibatches}")
+        check_int("minibatches", self.minibatches, 1)
+        check_nonnegative("kl_coef", self.kl_coef)
         if self.minibatches > self.prompts_per_step:
             raise ValueError(f"minibatches ({self.minibatches}) > prompts_per_step "
                              f"({self.prompts_per_step})")
-        if not 0 < self.clip_eps < 1:
-            raise ValueError(f"clip_eps must be in (0, 1), got {self.clip_eps}")
-        if self.kl_coef < 0:
-            raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
-        if not (0 <= self.gamma <= 1 and 0 <= self.lam <= 1):
-            raise ValueError(f"gamma and lam must be in [0, 1], got {self.gamma}, {self.lam}")
-        if not self.critic_lr > 0 or self.vf_coef < 0 or not self.value_clip > 0:
-            raise ValueError("critic_lr and value_clip must be > 0 and vf_coef >= 0")
+        check_in_range("gamma", self.gamma, 0.0, 1.0)
+        check_in_range("lam", self.lam, 0.0, 1.0)
+        check_nonnegative("vf_coef", self.vf_coef)
+        check_positive("value_clip", self.value_clip)
+        check_positive("critic_lr", self.critic_lr)
 
 
 class PPOTrainer(Trainer):
-    """PPO with a critic and a KL-shaped reward. See the module docstring."""
+    """The pieces of the module docstring, on :class:`~course_lib.trainers.base.Trainer`."""
 
     config_cls = PPOConfig
-    name = "ppo"
 
-    def __init__(self, policy, task, config: PPOConfig | None = None,
-                 critic: torch.nn.Module | None = None):
-        super().__init__(policy, task, config)
-        cfg = self.config
-        if critic is None:
-            block = task.prompt_len + self.max_new_tokens
-            critic = ValueModel.from_policy(
-                policy, ModelConfig(block_size=max(32, block)), seed=cfg.seed)
-        self.critic = critic
-        self.critic_optimizer = torch.optim.AdamW(
-            critic.parameters(), lr=cfg.critic_lr, weight_decay=cfg.weight_decay,
-            betas=tuple(cfg.adam_betas))
-        if cfg.kl_coef > 0:
-            self.reference = frozen_copy(policy)
-
-    def values(self, batch: Batch) -> torch.Tensor:
-        """Critic values (B, N): ``V`` of the state before each completion token."""
-        P = batch.prompt_ids.shape[1]
-        seq = torch.cat([batch.prompt_ids, batch.tokens], dim=1)  # (B, P + N)
-        return self.critic(seq[:, :-1])[:, P - 1:] * batch.mask  # (B, N)
+    def holds_reference(self) -> bool:
+        return self.config.kl_coef > 0
 
     def updates_per_step(self) -> int:
         return self.config.mu * self.config.minibatches
@@ -115,58 +84,51 @@ class PPOTrainer(Trainer):
     def rollout(self) -> Batch:
         return self.sample_completions(self.next_prompts(self.config.prompts_per_step))
 
-    def compute_targets(self, batch: Batch) -> None:
+    def compute_targets(self, batch: Batch) -> dict[str, float]:
         cfg = self.config
-        mask = batch.mask  # (B, N)
+        kl, metrics = self.reference_penalty(batch)  # (B, N) k1 per token
+        rewards = -cfg.kl_coef * kl  # (B, N) InstructGPT: R = r - beta log(pi/pi_ref)
+        last = (batch.mask.sum(-1).long() - 1).clamp(min=0)  # (B,) the last real token
+        rewards[torch.arange(len(last)), last] += batch.rewards  # the score at the end
         with torch.no_grad():
             batch.old_values = self.values(batch)  # (B, N)
-            if self.reference is not None:
-                ref = completion_logprobs(self.reference, batch.prompt_ids, batch.tokens, mask,
-                                          temperature=cfg.temperature, top_k=cfg.top_k)
-                kl = (batch.old_logprobs - ref) * mask  # (B, N) k1 per token
-            else:
-                kl = torch.zeros_like(mask)
-        rewards = -cfg.kl_coef * kl  # (B, N) InstructGPT: R = r - beta log(pi/pi_ref)
-        last = (mask.sum(-1).long() - 1).clamp(min=0)  # (B,) index of the last real token
-        rewards[torch.arange(len(last)), last] += batch.rewards  # score at the end
-        adv, ret = gae(rewards, batch.old_values, mask, gamma=cfg.gamma, lam=cfg.lam)
-        batch.advantages = whiten(adv, mask) if cfg.whiten_advantages else adv  # (B, N)
-        batch.returns = ret  # (B, N)
-        batch.kl = float(kl.sum() / mask.sum())
+        adv, batch.returns = gae(rewards, batch.old_values, batch.mask, gamma=cfg.gamma,
+                                 lam=cfg.lam)  # (B, N) each
+        batch.advantages = whiten(adv, batch.mask) if cfg.whiten_advantages else adv
+        return metrics
 
-    def update(self, batch: Batch) -> dict[str, float]:
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.config
-        B = batch.tokens.shape[0]
-        logs: dict[str, list[float]] = {"loss": [], "value_loss": [], "clip_frac": [],
-                                        "value_clip_frac": [], "approx_kl": []}
-        for _ in range(cfg.mu):
-            perm = torch.randperm(B, generator=self.generator)
-            for idx in perm.chunk(cfg.minibatches):
-                mb = {k: batch[k][idx] for k in ("prompt_ids", "tokens", "mask", "old_logprobs",
-                                                "advantages", "returns", "old_values")}
-                logprobs = completion_logprobs(self.policy, mb["prompt_ids"], mb["tokens"],
-                                               mb["mask"], temperature=cfg.temperature,
-                                               top_k=cfg.top_k)  # (b, N)
-                pl, pst = ppo_policy_loss(logprobs, mb["old_logprobs"], mb["advantages"],
-                                          mb["mask"], clip_eps=cfg.clip_eps, agg=cfg.agg)
-                values = self.values(Batch(mb))  # (b, N)
-                vl, vst = value_loss(values, mb["old_values"], mb["returns"], mb["mask"],
-                                     clip_range=cfg.value_clip)
-                loss = pl + cfg.vf_coef * vl
-                self.optimizer.zero_grad(set_to_none=True)
-                self.critic_optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.grad_clip)
-                    torch.nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.grad_clip)
-                self.optimizer.step()
-                self.scheduler.step()
-                self.critic_optimizer.step()
-                logs["loss"].append(float(pl.detach()))
-                logs["value_loss"].append(float(vl.detach()))
-                logs["clip_frac"].append(pst["clip_frac"])
-                logs["value_clip_frac"].append(vst["clip_frac"])
-                logs["approx_kl"].append(pst["approx_kl"])
-        out = {k: sum(v) / len(v) for k, v in logs.items()}
-        out["kl"] = batch.kl
-        return out
+        logprobs = self.policy_logprobs(batch)  # (b, N)
+        loss, stats = ppo_policy_loss(
+            logprobs, batch.old_logprobs, batch.advantages, mask=batch.mask,
+            clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high, agg=cfg.agg)
+        metrics = surrogate_metrics(loss, stats, logprobs, batch.old_logprobs, batch.mask)
+        vloss, vstats = value_loss(self.values(batch), batch.old_values, batch.returns,
+                                   batch.mask, clip_range=cfg.value_clip)
+        metrics.update(value_loss=float(vloss.detach()), value_clip_frac=vstats["clip_frac"])
+        return loss + cfg.vf_coef * vloss, metrics
+
+    # --------------------------------------------------- the critic, the minibatches ----
+    def __init__(self, policy, task, config: PPOConfig | None = None,
+                 critic: torch.nn.Module | None = None):
+        super().__init__(policy, task, config)
+        if critic is None:
+            block = task.prompt_len + self.max_new_tokens
+            critic = ValueModel.from_policy(
+                policy, ModelConfig(block_size=max(32, block)), seed=self.config.seed)
+        self.critic = critic
+        self.optimizers["value_grad_norm"] = adamw(  # unfused: the PPO chapter's runs
+            critic.parameters(), self.config.critic_lr, self.config, fused=False)
+
+    def values(self, batch: Batch) -> torch.Tensor:
+        """Critic values (b, N): ``V`` of the state before each completion token."""
+        P = batch.prompt_ids.shape[1]
+        seq = torch.cat([batch.prompt_ids, batch.tokens], dim=1)  # (b, P + N)
+        return self.critic(seq[:, :-1])[:, P - 1:] * batch.mask  # (b, N)
+
+    def minibatches(self, batch: Batch):
+        """``mu`` epochs, each a new random split of the batch into ``minibatches`` parts."""
+        for _ in range(self.config.mu):
+            perm = torch.randperm(len(batch), generator=self.generator)
+            yield from (batch.rows(idx) for idx in perm.chunk(self.config.minibatches))

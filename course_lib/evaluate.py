@@ -1,7 +1,8 @@
 """Held-out evaluation: greedy accuracy of a policy on a task split.
 
-Chapter: "A tiny language model and a verifiable task" (how we measure), used by every
-trainer's log and by the comparison chapter.
+Chapter: "A tiny language model and a verifiable task" (how we measure). Used by the
+supervised warm start (its stopping check), by every trainer's log, by the TRL callback and
+by the comparison chapter; it needs only a policy and a task, no trainer.
 """
 
 from __future__ import annotations
