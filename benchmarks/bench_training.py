@@ -153,11 +153,11 @@ def r1_experiment(seeds, steps: int, eval_every: int, json_out: str | None,
     """GRPO on MultiStepSumTask: do response length and accuracy rise together?"""
     import torch
 
+    from course_lib.evaluate import greedy_completions
     from course_lib.model import sample
     from course_lib.sft import warm_start
     from course_lib.tasks import MultiStepSumTask
     from course_lib.trainers import GRPOConfig, GRPOTrainer
-    from course_lib.trainers.evaluate import greedy_completions
 
     torch.set_num_threads(threads)
     task = MultiStepSumTask(seed=0)
