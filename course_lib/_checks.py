@@ -1,12 +1,23 @@
 """Input validation shared by every course_lib function and config.
 
 Every public function of course_lib checks its inputs with these helpers, and every
-config's ``validate`` its fields, so that bad input fails loudly with a message that says
-what was wrong (wrong shape, NaN reward, a group of size 1, an empty mask, an unknown loss
-type ...) instead of silently returning a wrong number.
+config its fields, so that bad input fails loudly with a message that says what was wrong
+(wrong shape, NaN reward, a group of size 1, an empty mask, an unknown loss type ...)
+instead of silently returning a wrong number.
+
+A config field carries its constraint in its type, which is also what the command line
+shows: ``beta: NonNegative = 0.0``, ``loss_type: Literal[tuple(GRPO_LOSS_TYPES)]`` (the
+allowed values, from the maths module), ``top_k: PositiveInt | None``;
+:func:`check_fields` checks them all.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import functools
+import types
+import typing
+from typing import Annotated, Literal
 
 import torch
 from torch import Tensor
@@ -22,6 +33,14 @@ __all__ = [
     "check_int",
     "check_positive",
     "check_in_range",
+    "check_fields",
+    "at_least",
+    "Count",
+    "PositiveInt",
+    "Positive",
+    "NonNegative",
+    "ClipRange",
+    "UnitInterval",
 ]
 
 
@@ -120,3 +139,44 @@ def check_in_range(name: str, value: object, low: float, high: float,
         interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
         raise ValueError(f"{name} must be in {interval}, got {value!r}")
     return float(value)
+
+
+def at_least(minimum: int, why: str = ""):
+    """The constraint of :func:`check_int` as ``check(name, value)``, for a field's type."""
+    return functools.partial(check_int, minimum=minimum, why=why)
+
+
+#: Field types that carry their constraint (``Annotated[type, check(name, value)]``).
+Count = Annotated[int, at_least(0)]
+PositiveInt = Annotated[int, at_least(1)]
+Positive = Annotated[float, check_positive]
+NonNegative = Annotated[float, check_nonnegative]
+ClipRange = Annotated[float, check_clip_eps]
+UnitInterval = Annotated[float, functools.partial(check_in_range, low=0.0, high=1.0)]
+
+
+def check_fields(config: object) -> None:
+    """Raise ValueError unless every field of the dataclass ``config`` meets the
+    constraint its type carries: one of the values of a ``Literal[...]``; each check of an
+    ``Annotated[type, check, ...]``; either of them may be ``| None`` (None passes). The
+    annotations of every class in the MRO count, so overriding a default (``lr: float =
+    5e-4``) does not drop the base class's constraint."""
+    fields = {f.name for f in dataclasses.fields(config)}
+    for cls in type(config).__mro__:  # a subclass that overrides a default keeps the check
+        own = cls.__dict__.get("__annotations__", {})
+        hints = typing.get_type_hints(cls, include_extras=True) if own else {}
+        for name in fields & set(own):
+            _check_hint(name, hints[name], getattr(config, name))
+
+
+def _check_hint(name: str, hint: object, value: object) -> None:
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    options = typing.get_args(hint) if union else (hint,)
+    if value is None and type(None) in options:
+        return
+    for option in options:
+        if typing.get_origin(option) is Literal:
+            check_choice(name, value, typing.get_args(option))
+        elif typing.get_origin(option) is Annotated:
+            for check in option.__metadata__:
+                check(name, value)

@@ -32,22 +32,24 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import random
 import time
-import typing
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn as nn
 
 from course_lib._checks import (
-    check_choice,
-    check_clip_eps,
+    ClipRange,
+    Count,
+    NonNegative,
+    Positive,
+    PositiveInt,
+    check_fields,
     check_in_range,
-    check_int,
-    check_positive,
 )
 from course_lib.evaluate import evaluate
 from course_lib.model import completion_logprobs, count_parameters, sample
@@ -62,38 +64,43 @@ __all__ = ["TrainerConfig", "ClipConfig", "Trainer", "Batch", "frozen_copy", "ad
 LR_SCHEDULES = ("constant", "linear")
 
 
+#: An accuracy to reach, in (0, 1].
+Accuracy = Annotated[float, functools.partial(check_in_range, low=0.0, high=1.0, low_open=True)]
+
+
 @dataclass
 class TrainerConfig:
-    """Settings every trainer shares (each trainer's config adds its own fields)."""
+    """Settings every trainer shares (each trainer's config adds its own fields). Each
+    field's type carries its constraint (:mod:`course_lib._checks`)."""
 
-    steps: int = 200
+    steps: Count = 200
     """Number of training steps (one rollout and its updates each)."""
-    prompts_per_step: int = 16
+    prompts_per_step: PositiveInt = 16
     """Distinct training prompts per step."""
-    lr: float = 1e-3
+    lr: Positive = 1e-3
     """AdamW learning rate of the policy."""
-    temperature: float = 1.0
-    """Sampling temperature (> 0); the loss uses log-probs at the same temperature."""
-    top_k: int | None = None
+    temperature: Positive = 1.0
+    """Sampling temperature; the loss uses log-probs at the same temperature."""
+    top_k: PositiveInt | None = None
     """Sample only among the k most likely tokens (None: all)."""
-    max_new_tokens: int | None = None
+    max_new_tokens: PositiveInt | None = None
     """Completion budget (None: the task's)."""
-    grad_clip: float = 1.0
+    grad_clip: NonNegative = 1.0
     """Maximum L2 norm of each model's gradient (0: no clipping)."""
-    weight_decay: float = 0.0
+    weight_decay: NonNegative = 0.0
     """AdamW weight decay."""
-    warmup_steps: int = 0
+    warmup_steps: Count = 0
     """Optimiser steps of linear learning-rate warm-up from 0 (0: none)."""
     lr_schedule: Literal[LR_SCHEDULES] = "constant"
     """After the warm-up: constant, or linear decay to 0 at the last optimiser step (Hugging
     Face's schedules with warm-up; TRL's default is linear)."""
     adam_betas: tuple[float, float] = (0.9, 0.999)
-    """AdamW's (beta1, beta2)."""
-    eval_every: int = 10
+    """AdamW's (beta1, beta2), each in [0, 1)."""
+    eval_every: Count = 10
     """Greedy accuracy on eval_split every this many steps (0: before and after only)."""
     eval_split: Literal[SPLITS] = "test"
     """Prompts of the periodic evaluation (test: the held-out ones)."""
-    stop_at_accuracy: float | None = None
+    stop_at_accuracy: Accuracy | None = None
     """Stop at the first evaluation with at least this accuracy (None: run all steps)."""
     seed: int = 0
     """Seed of prompt order and sampling; the same seed gives the same history."""
@@ -103,52 +110,27 @@ class TrainerConfig:
     in eval mode: with dropout > 0 turn it off to train on dropout-on log-probs."""
 
     def validate(self) -> None:
-        """Raise ValueError for settings that cannot work (called by the trainer).
-
-        A field typed ``Literal[...]`` (``loss_type``, ``scale`` ...) must be one of its
-        listed values, which come from the maths modules' constants (``GRPO_LOSS_TYPES``
-        ...); subclasses check their other fields."""
-        for name, hint in typing.get_type_hints(type(self)).items():
-            if typing.get_origin(hint) is Literal:
-                check_choice(name, getattr(self, name), typing.get_args(hint))
-        check_int("steps", self.steps, 0)
-        check_int("prompts_per_step", self.prompts_per_step, 1)
-        check_positive("lr", self.lr)
-        check_positive("temperature", self.temperature)
-        if self.top_k is not None:
-            check_int("top_k", self.top_k, 1)
-        if self.max_new_tokens is not None:
-            check_int("max_new_tokens", self.max_new_tokens, 1)
-        check_in_range("grad_clip", self.grad_clip, 0.0, float("inf"))
-        check_in_range("weight_decay", self.weight_decay, 0.0, float("inf"))
-        check_int("warmup_steps", self.warmup_steps, 0)
+        """Raise ValueError for settings that cannot work (called by the trainer): each
+        field against its type (:func:`course_lib._checks.check_fields`), then the
+        constraints that involve several values (subclasses add theirs)."""
+        check_fields(self)
         if len(self.adam_betas) != 2:
             raise ValueError(f"adam_betas must be two numbers, got {self.adam_betas}")
-        for b in self.adam_betas:
-            check_in_range("adam_betas", b, 0.0, 1.0, high_open=True)
-        check_int("eval_every", self.eval_every, 0)
-        if self.stop_at_accuracy is not None:
-            check_in_range("stop_at_accuracy", self.stop_at_accuracy, 0.0, 1.0, low_open=True)
+        for beta in self.adam_betas:
+            check_in_range("adam_betas", beta, 0.0, 1.0, high_open=True)
 
 
 @dataclass
 class ClipConfig(TrainerConfig):
     """Settings of the trainers that reuse each batch and clip the ratio (GRPO, PPO)."""
 
-    mu: int = 1
+    mu: PositiveInt = 1
     """Passes over each batch (GRPO's mu, PPO's epochs K); with one pass of one minibatch
     the ratio is 1 and the clip never acts."""
-    clip_eps: float = 0.2
+    clip_eps: ClipRange = 0.2
     """Lower clip range of the ratio."""
-    clip_eps_high: float | None = None
+    clip_eps_high: ClipRange | None = None
     """Upper clip range (None: clip_eps; DAPO's clip-higher: 0.28)."""
-
-    def validate(self) -> None:
-        super().validate()
-        check_int("mu", self.mu, 1)
-        check_clip_eps("clip_eps", self.clip_eps)
-        if self.clip_eps_high is not None:
-            check_clip_eps("clip_eps_high", self.clip_eps_high)
 
 
 @dataclass

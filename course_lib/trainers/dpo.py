@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 
-from course_lib._checks import check_int, check_positive
+from course_lib._checks import Positive, PositiveInt, at_least
 from course_lib.dpo import DPO_LOSS_TYPES, dpo_loss
 from course_lib.model import completion_logprobs, sample
 from course_lib.tasks import PAD_ID
@@ -42,31 +42,21 @@ class DPOConfig(TrainerConfig):
     budget of 125 GRPO steps); beta and lr tuned on the running example
     (``benchmarks/bench_training.py``)."""
 
-    beta: float = 0.5
+    beta: Positive = 0.5
     """Strength of the implicit KL to the reference (the DPO paper's default: 0.1)."""
     loss_type: Literal[DPO_LOSS_TYPES] = "sigmoid"
     """sigmoid (DPO), ipo, hinge or robust (see course_lib.dpo_loss)."""
     label_smoothing: float = 0.0
     """Assumed label noise (conservative / robust DPO)."""
-    batch_size: int = 64
+    batch_size: PositiveInt = 64
     """Preference pairs per step."""
-    pair_prompts: int | None = None
+    pair_prompts: PositiveInt | None = None
     """Training prompts used to build pairs (None: all)."""
-    pair_samples: int = 8
+    pair_samples: Annotated[int, at_least(2, "a right and a wrong one")] = 8
     """Completions sampled per prompt to build pairs."""
-    pairs_per_prompt: int = 1
+    pairs_per_prompt: PositiveInt = 1
     """At most this many (chosen, rejected) pairs per prompt."""
     lr: float = 3e-5
-
-    def validate(self) -> None:
-        super().validate()
-        check_positive("beta", self.beta)
-        check_int("batch_size", self.batch_size, 1)
-        if self.pair_prompts is not None:
-            check_int("pair_prompts", self.pair_prompts, 1)
-        check_int("pair_samples", self.pair_samples, 2, "a correct and a wrong completion "
-                  "are needed")
-        check_int("pairs_per_prompt", self.pairs_per_prompt, 1)
 
 
 @dataclass
@@ -102,7 +92,7 @@ def _pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.no_grad()
 def build_preference_pairs(policy, task, prompts: list[str], samples_per_prompt: int,
-                           pairs_per_prompt: int = 1, temperature: float = 1.0,
+                           pairs_per_prompt: PositiveInt = 1, temperature: float = 1.0,
                            top_k: int | None = None, max_new_tokens: int | None = None,
                            generator: torch.Generator | None = None, seed: int = 0,
                            chunk: int = 1024) -> dict:

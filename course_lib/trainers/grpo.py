@@ -17,11 +17,11 @@ Models held: the policy, and the reference (a frozen copy of the starting policy
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 
-from course_lib._checks import check_int, check_nonnegative
+from course_lib._checks import NonNegative, at_least
 from course_lib.grpo import GRPO_LOSS_TYPES, SCALES, compute_group_advantages, grpo_loss
 from course_lib.trainers.base import Batch, ClipConfig, Trainer
 from course_lib.trainers.metrics import group_metrics, surrogate_metrics
@@ -33,23 +33,17 @@ __all__ = ["GRPOConfig", "GRPOTrainer"]
 class GRPOConfig(ClipConfig):
     """GRPO settings: 16 prompts x 8 completions per step, no KL term (TRL's defaults)."""
 
-    group_size: int = 8
+    group_size: Annotated[int, at_least(2, "one completion has no group")] = 8
     """G, completions per prompt (DeepSeekMath 64, R1 16, TRL 8)."""
-    beta: float = 0.0
+    beta: NonNegative = 0.0
     """Coefficient of the k3 KL to the reference (DeepSeekMath 0.04; 0: no reference)."""
     loss_type: Literal[tuple(GRPO_LOSS_TYPES)] = "grpo"
     """Token aggregation (see course_lib.grpo_loss)."""
     scale: Literal[SCALES] = "group"
     """Advantage scaling: group std, none (Dr. GRPO) or batch std."""
-    adv_eps: float = 1e-6
+    adv_eps: NonNegative = 1e-6
     """Added to the std of the advantage."""
     lr: float = 5e-4
-
-    def validate(self) -> None:
-        super().validate()
-        check_int("group_size", self.group_size, 2, "one completion has no group")
-        check_nonnegative("beta", self.beta)
-        check_nonnegative("adv_eps", self.adv_eps)
 
 
 class GRPOTrainer(Trainer):

@@ -22,7 +22,7 @@ from typing import Literal
 
 import torch
 
-from course_lib._checks import check_in_range, check_int, check_nonnegative, check_positive
+from course_lib._checks import NonNegative, Positive, PositiveInt, UnitInterval
 from course_lib.model import ModelConfig, ValueModel
 from course_lib.ppo import PPO_AGGREGATIONS, gae, ppo_policy_loss, value_loss, whiten
 from course_lib.trainers.base import Batch, ClipConfig, Trainer, adamw
@@ -35,39 +35,32 @@ __all__ = ["PPOConfig", "PPOTrainer"]
 class PPOConfig(ClipConfig):
     """PPO settings: 128 prompts x 1 completion per step (GRPO's 16 x 8), InstructGPT's KL."""
 
-    minibatches: int = 1
+    minibatches: PositiveInt = 1
     """Minibatches per epoch."""
-    kl_coef: float = 0.02
+    kl_coef: NonNegative = 0.02
     """Coefficient of the k1 KL in the reward (InstructGPT 0.02; 0: no reference)."""
     agg: Literal[PPO_AGGREGATIONS] = "token-mean"
     """Token aggregation (see course_lib.ppo_policy_loss)."""
     whiten_advantages: bool = True
     """Whiten the advantages over the batch (lm-human-preferences)."""
-    gamma: float = 1.0
+    gamma: UnitInterval = 1.0
     """Discount (lm-human-preferences: 1)."""
-    lam: float = 0.95
+    lam: UnitInterval = 0.95
     """GAE lambda (lm-human-preferences: 0.95)."""
-    vf_coef: float = 0.5
+    vf_coef: NonNegative = 0.5
     """Weight of the value loss."""
-    value_clip: float = 0.2
+    value_clip: Positive = 0.2
     """Clip range of the value loss (reward units)."""
-    critic_lr: float = 1e-3
+    critic_lr: Positive = 1e-3
     """AdamW learning rate of the critic."""
     prompts_per_step: int = 128
     lr: float = 5e-4
 
     def validate(self) -> None:
         super().validate()
-        check_int("minibatches", self.minibatches, 1)
-        check_nonnegative("kl_coef", self.kl_coef)
         if self.minibatches > self.prompts_per_step:
             raise ValueError(f"minibatches ({self.minibatches}) > prompts_per_step "
                              f"({self.prompts_per_step})")
-        check_in_range("gamma", self.gamma, 0.0, 1.0)
-        check_in_range("lam", self.lam, 0.0, 1.0)
-        check_nonnegative("vf_coef", self.vf_coef)
-        check_positive("value_clip", self.value_clip)
-        check_positive("critic_lr", self.critic_lr)
 
 
 class PPOTrainer(Trainer):
@@ -99,7 +92,7 @@ class PPOTrainer(Trainer):
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.config
-        logprobs = self.policy_logprobs(batch)  # (b, N)
+        logprobs = self.policy_logprobs(batch)  # (B, N)
         loss, stats = ppo_policy_loss(
             logprobs, batch.old_logprobs, batch.advantages, mask=batch.mask,
             clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high, agg=cfg.agg)

@@ -21,7 +21,7 @@ from typing import Literal
 
 import torch
 
-from course_lib._checks import check_int, check_nonnegative
+from course_lib._checks import NonNegative, PositiveInt, check_int
 from course_lib.grpo import compute_group_advantages
 from course_lib.ppo import ppo_policy_loss
 from course_lib.trainers.base import Batch, Trainer, TrainerConfig
@@ -36,9 +36,9 @@ BASELINES = ("rloo", "mean", "none")
 class ReinforceConfig(TrainerConfig):
     """REINFORCE settings: 16 prompts x 8 completions per step (GRPO's budget), no KL."""
 
-    group_size: int = 8
+    group_size: PositiveInt = 8
     """G, completions per prompt (DeepSeekMath 64, R1 16, TRL 8)."""
-    kl_coef: float = 0.0
+    kl_coef: NonNegative = 0.0
     """Coefficient of the summed k1 KL in the reward (0: no reference)."""
     baseline: Literal[BASELINES] = "rloo"
     """Subtracted from the reward: rloo (the mean of the other G - 1), mean (of all G) or
@@ -47,9 +47,8 @@ class ReinforceConfig(TrainerConfig):
 
     def validate(self) -> None:
         super().validate()
-        check_int("group_size", self.group_size, 2 - (self.baseline == "none"), "a baseline "
-                  "needs a group")
-        check_nonnegative("kl_coef", self.kl_coef)
+        if self.baseline != "none":
+            check_int("group_size", self.group_size, 2, f"the {self.baseline} baseline")
 
 
 class ReinforceTrainer(Trainer):
