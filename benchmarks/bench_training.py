@@ -89,7 +89,7 @@ def algo_args(algo: str, samples: int, eval_every: int) -> list[str]:
         # all of the budget goes into pair building: prompts x 8 samples each
         n_prompts = min(2000, samples // 8)
         return ["--steps", "300", "--eval-every", str(eval_every),
-                "--set", f"pair_prompts={n_prompts}"]
+                "--pair-prompts", str(n_prompts)]
     return ["--steps", str(samples // per_step), "--eval-every", str(eval_every)]
 
 
@@ -269,14 +269,14 @@ def threads_benchmark(repeats: int = 30) -> dict:
 #: The GRPO setting that reaches 90% held-out accuracy on the running example: a 3-block
 #: TinyGPT (its own cached warm start) sampled at temperature 0.7. The 2-block default of
 #: the chapters plateaus near 0.8 (benchmarks/results/grpo_default_1500steps_seed0.json).
-TARGET_ARGS = ["--n-layer", "3", "--set", "temperature=0.7"]
+TARGET_ARGS = ["--model.n-layer", "3", "--temperature", "0.7"]
 
 
 def target(seeds, steps: int, stop_at: float, eval_every: int, threads: int) -> list[dict]:
     """Issue 3's target: GRPO from the warm start to ``stop_at`` held-out accuracy, timed."""
     runs = []
     for seed in seeds:
-        run = run_one("grpo", seed, [*TARGET_ARGS, "--steps", str(steps), "--stop-at",
+        run = run_one("grpo", seed, [*TARGET_ARGS, "--steps", str(steps), "--stop-at-accuracy",
                                      str(stop_at), "--eval-every", str(eval_every)], threads)
         runs.append(run)
         print(f"  grpo seed {seed}: {run['accuracy_before']:.3f} -> "

@@ -1,13 +1,18 @@
-"""Tests of the command line `python -m course_lib.train`."""
+"""Tests of the command line `python -m course_lib.train`, generated from the configs."""
 
+import ast
+import dataclasses
+import inspect
 import json
 import subprocess
 import sys
+import textwrap
 
 import pytest
 import torch
 
 from course_lib.train import main, time_to_accuracy
+from course_lib.trainers import TRAINERS
 
 
 @pytest.fixture(autouse=True)
@@ -18,19 +23,21 @@ def restore_threads():
 
 
 @pytest.mark.parametrize("algo, extra", [
-    ("grpo", ["--set", "beta=0.04"]),
+    ("grpo", ["--beta", "0.04"]),
     ("ppo", []),
-    ("reinforce", ["--set", "baseline=rloo"]),
-    ("dpo", ["--set", "pair_prompts=50"]),
+    ("reinforce", ["--baseline", "rloo"]),
+    ("dpo", ["--pair-prompts", "50"]),
 ])
 def test_cli_writes_the_metrics_json(tmp_path, algo, extra):
     out = tmp_path / "m.json"
     main([algo, "--seed", "0", "--steps", "2", "--eval-every", "0", "--json", str(out),
           "--no-progress", *extra])
     m = json.loads(out.read_text())
-    for key in ("accuracy_before", "accuracy_after", "steps", "samples", "wall_seconds",
-                "peak_rss_mb", "parameters_held", "config", "time_to_90"):
-        assert key in m, key
+    assert set(m) == {
+        "algorithm", "seed", "task", "accuracy_before", "accuracy_after", "steps", "samples",
+        "wall_seconds", "time_to_90", "time_to_95", "peak_rss_mb", "peak_rss_before_train_mb",
+        "memory_measure", "parameters_held", "reference_logprobs_precomputed", "threads",
+        "config", "model_config", "warm_start", "eval", "final_reward_mean", "response_len"}
     assert m["steps"] == 2 and 0 <= m["accuracy_after"] <= 1
     held = m["parameters_held"]
     assert held["policy"] > 0
@@ -42,13 +49,48 @@ def test_cli_writes_the_metrics_json(tmp_path, algo, extra):
         assert m["samples"] == 2 * 128
 
 
+def field_docstrings(cls) -> dict[str, str]:
+    """Attribute docstrings (the string under each field) of a dataclass and its bases."""
+    docs = {}
+    for klass in reversed(cls.__mro__[:-1]):
+        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        for a, b in zip(body, body[1:], strict=False):
+            if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) \
+                    and isinstance(b.value, ast.Constant):
+                docs[a.target.id] = b.value.value
+    return docs
+
+
+@pytest.mark.parametrize("algo", sorted(TRAINERS))
+def test_help_lists_every_config_field_with_its_default_and_docstring(algo, capsys):
+    """--help is generated from the config dataclass: every field with its default and its
+    docstring (written once, in the config)."""
+    config_cls = TRAINERS[algo][1]
+    with pytest.raises(SystemExit) as exit_:
+        main([algo, "--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.replace("│", " ").split())  # unwrap the boxes
+    docs = field_docstrings(config_cls)
+    for f in dataclasses.fields(config_cls):
+        assert f"--{f.name.replace('_', '-')}" in text, f.name
+        assert " ".join(docs[f.name].split()[:4]) in text, f.name
+        if not isinstance(f.default, tuple | bool):
+            assert f"(default: {f.default})" in text, f.name
+    for key in ("--task {addition,multisum}", "--json", "--threads", "--no-progress",
+                "--model.n-layer"):
+        assert key in text
+
+
 def test_cli_rejects_bad_settings(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["grpo", "--no-such-field", "1"])
+    assert exit_.value.code == 2 and "no-such-field" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["grpo", "--group-size", "1", "--no-progress"])
+    assert exit_.value.code == 2 and "group_size" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["grpo", "--set", "no_such_field=1"])
-    assert "FIELD=VALUE" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["grpo", "--set", "group_size=1", "--no-progress"])
-    assert "group_size" in capsys.readouterr().err
+        main(["grpo", "--loss-type", "ppo"])
+    assert "ppo" in capsys.readouterr().err
 
 
 def test_time_to_accuracy_reads_the_eval_curve():

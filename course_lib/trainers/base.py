@@ -92,8 +92,7 @@ class TrainerConfig:
     warmup_steps: Count = 0
     """Optimiser steps of linear learning-rate warm-up from 0 (0: none)."""
     lr_schedule: Literal[LR_SCHEDULES] = "constant"
-    """After the warm-up: constant, or linear decay to 0 at the last optimiser step (Hugging
-    Face's schedules with warm-up; TRL's default is linear)."""
+    """After the warm-up: constant, or linear decay to 0 at the last optimiser step."""
     adam_betas: tuple[float, float] = (0.9, 0.999)
     """AdamW's (beta1, beta2), each in [0, 1)."""
     eval_every: Count = 10
@@ -105,9 +104,8 @@ class TrainerConfig:
     seed: int = 0
     """Seed of prompt order and sampling; the same seed gives the same history."""
     reuse_rollout_forward: bool = True
-    """With one optimiser step per batch, backpropagate through the sampling pass instead
-    of a second forward pass over the same tokens (same log-probs, less time). Sampling runs
-    in eval mode: with dropout > 0 turn it off to train on dropout-on log-probs."""
+    """Backpropagate through the sampling pass when a batch gets one optimiser step.
+    Same log-probs as a second forward pass, less time; sampling runs in eval mode (no dropout)."""
 
     def validate(self) -> None:
         """Raise ValueError for settings that cannot work (called by the trainer): each
@@ -125,8 +123,7 @@ class ClipConfig(TrainerConfig):
     """Settings of the trainers that reuse each batch and clip the ratio (GRPO, PPO)."""
 
     mu: PositiveInt = 1
-    """Passes over each batch (GRPO's mu, PPO's epochs K); with one pass of one minibatch
-    the ratio is 1 and the clip never acts."""
+    """Passes over each batch (GRPO's mu, PPO's epochs K); one pass of one minibatch: no clip."""
     clip_eps: ClipRange = 0.2
     """Lower clip range of the ratio."""
     clip_eps_high: ClipRange | None = None

@@ -41,8 +41,7 @@ class ReinforceConfig(TrainerConfig):
     kl_coef: NonNegative = 0.0
     """Coefficient of the summed k1 KL in the reward (0: no reference)."""
     baseline: Literal[BASELINES] = "rloo"
-    """Subtracted from the reward: rloo (the mean of the other G - 1), mean (of all G) or
-    none."""
+    """Subtracted from the reward: rloo (mean of the other G - 1), mean (of all G) or none."""
     lr: float = 5e-4
 
     def validate(self) -> None:
