@@ -9,7 +9,7 @@ is printed.
 
     python benchmarks/bench_step.py               # 300 steps each, 2 threads
 
-Measured on the 2-core machine (2026-12-02): 32.2 ms with the shortcut, 43.4 ms without.
+Results: ``benchmarks/results/README.md``.
 """
 
 import argparse

@@ -22,21 +22,8 @@ so "final accuracy" is the accuracy at that point.
     python benchmarks/bench_trl.py --seeds 0 --steps 60 --eval-every 20   # a quick check
     python benchmarks/bench_trl.py --json benchmarks/results/trl.json
 
-Runs that stall take all ``--steps``. From the warm start of ``trl_bridge.hf_sft_config``
-(SFT lr 1e-3; 0.282 held-out) most runs pass 95% within a few hundred steps; from the
-course's default SFT recipe (lr 3e-3) the same settings hovered at 0.85-0.92 for 4000
-steps. lr 1e-3 and above collapse the warm model (as issue 7 reports), with or without
-warm-up. benchmarks/results/trl.json, ``--steps 2000`` (2-core machine, 2 threads, 12
-minutes):
-
-| trainer | ms/step | compl./s | s to 90% (steps) | s to 95% (steps) | final acc | reached 95% |
-| --- | ---: | ---: | ---: | ---: | ---: | ---: |
-| course_lib, GPT2LMHeadModel | 29.7 | 4313 | 14.8 (525) | 19.3 (625) | 0.954 | 2/3 |
-| TRL, GPT2LMHeadModel | 76.0 | 1685 | not reached | not reached | 0.860 | 1/3 |
-| course_lib, TinyGPT | 35.4 | 3620 | 41.6 (1150) | 41.6 (1150) | 0.960 | 2/3 |
-
-(seed 0, where both reached 95%: course_lib 19.3 s, TRL 33.2 s; the stalled runs end near
-0.86 for both trainers.)
+Runs that stall take all ``--steps``. The last results, and what they decided (the warm
+start recipe ``trl_bridge.hf_sft_config``), are in ``benchmarks/results/README.md``.
 
 No timed asserts: this prints a table. Timings depend on the machine and its load.
 """
@@ -121,29 +108,9 @@ def run_one(args) -> dict:
     if args.one in ("course_lib", "course_lib_tinygpt"):
         from course_lib.trainers.grpo import GRPOTrainer
 
-        trainer = GRPOTrainer(model, task, cfg)
-        step_seconds, eval_seconds = [], []
-        step, run_eval = trainer.step, trainer.run_eval
-
-        def timed_step():
-            t = time.perf_counter()
-            out = step()
-            step_seconds.append(time.perf_counter() - t)
-            return out
-
-        def timed_eval():
-            t = time.perf_counter()
-            out = run_eval()
-            eval_seconds.append(time.perf_counter() - t)
-            return out
-
-        trainer.step, trainer.run_eval = timed_step, timed_eval
-        h = trainer.train(progress=False)
-        # training clock at each evaluation = wall at its end minus all evaluation time so far
-        train_wall = [w - sum(eval_seconds[:i + 1]) for i, w in enumerate(h["eval_wall"])]
-        hist = {"eval_step": h["eval_step"], "eval_accuracy": h["eval_accuracy"],
-                "eval_wall": train_wall, "step_seconds": step_seconds,
-                "reward": h["reward_mean"]}
+        h = GRPOTrainer(model, task, cfg).train(progress=False)
+        hist = {k: h[k] for k in ("eval_step", "eval_accuracy", "eval_wall", "step_seconds")}
+        hist["reward"] = h["reward_mean"]
     else:
         acc = tb.HeldOutAccuracy(task, eval_every=args.eval_every,
                                  stop_at_accuracy=args.stop_at or None, completions_per_step=128)

@@ -97,6 +97,7 @@ def grpo_loss(
     beta: float = 0.04,
     loss_type: str = "grpo",
     max_len: int | None = None,
+    kl_ratio_weight: bool = False,
 ) -> tuple[Tensor, dict[str, float]]:
     """The GRPO loss to minimise: minus the objective of DeepSeekMath Eq. 3.
 
@@ -109,6 +110,12 @@ def grpo_loss(
 
     where k3 = pi_ref/pi_theta - log(pi_ref/pi_theta) - 1 (DeepSeekMath Eq. 4; added only
     when ``ref_logprobs`` is given and beta > 0). The KL is in the loss, not the reward.
+    With ``kl_ratio_weight`` the KL term is ``beta * rho_{i,t} * k3_{i,t}`` (rho with its
+    gradient), DeepSeek-V3.2's unbiased KL (DeepSeek-AI 2025; TRL's
+    ``use_bias_correction_kl``): the tokens come from pi_old, and
+    ``E_{pi_old}[rho k3] = E_{pi_theta}[k3] = KL(pi_theta || pi_ref)``, so the gradient is
+    that of this reverse KL; the plain k3 term's expected gradient is that of
+    KL(pi_ref || pi_theta) instead, even at rho = 1.
     The per-token losses are then averaged according to ``loss_type``:
 
     - ``"grpo"``: mean over each response's own real tokens (1/|o_i|), then mean over
@@ -130,6 +137,7 @@ def grpo_loss(
         beta: KL coefficient >= 0 (DeepSeekMath 0.04, R1-Zero 0.001, TRL default 0).
         loss_type: ``"grpo"``, ``"dapo"``, ``"bnpo"`` or ``"dr_grpo"``.
         max_len: the constant of ``"dr_grpo"`` (the generation budget), default T.
+        kl_ratio_weight: weight the k3 term by the ratio rho (see above).
 
     Returns:
         ``(loss, stats)``: a scalar tensor and a dict of floats: ``clip_frac`` (share of
@@ -171,7 +179,7 @@ def grpo_loss(
         check_same_shape("logprobs", logprobs, "ref_logprobs", ref_logprobs)
         k3 = kl_estimate(logprobs, ref_logprobs.detach(), kind="k3")  # (B, T)
         if beta > 0:
-            per_token = per_token + beta * k3
+            per_token = per_token + beta * (ratio * k3 if kl_ratio_weight else k3)
         kl_mean = float(masked_mean(k3.detach(), m))
     loss = aggregate(per_token, m, GRPO_LOSS_TYPES[loss_type], max_len)
     stats = {

@@ -17,46 +17,46 @@ per-step mean reward, held-out accuracy before/after and timings (main process o
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
 import time
+from dataclasses import asdict, dataclass, field
+from typing import Annotated
+
+import tyro
+
+from course_lib.trainers.grpo import GRPOConfig
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seed", type=int, default=0, help="seed of the warm start and of TRL")
-    p.add_argument("--steps", type=int, default=50, help="optimizer steps")
-    p.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate (constant)")
-    p.add_argument("--prompts-per-step", type=int, default=16)
-    p.add_argument("--group-size", type=int, default=8, help="completions per prompt (G)")
-    p.add_argument("--loss-type", default="grpo", choices=["grpo", "dapo", "bnpo", "dr_grpo"])
-    p.add_argument("--scale", default="group", choices=["group", "none", "batch"])
-    p.add_argument("--beta", type=float, default=0.0, help="KL coefficient (0: no reference)")
-    p.add_argument("--clip-eps", type=float, default=0.2)
-    p.add_argument("--clip-eps-high", type=float, default=None)
-    p.add_argument("--mu", type=int, default=1, help="updates per batch (num_iterations)")
-    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature")
-    p.add_argument("--eval-every", type=int, default=0,
-                   help="held-out accuracy every N steps (0: before and after only)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per process")
-    p.add_argument("--gpu", action="store_true", help="train on the accelerator, not the CPU")
-    p.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPU)")
-    p.add_argument("--output-dir", default=os.path.join("_build", "trl_grpo"))
-    p.add_argument("--json", default=None, help="write the results here (main process)")
-    return p.parse_args(argv)
+@dataclass
+class Script:
+    """GRPO on the running example (a+b) with TRL's GRPOTrainer, on 1 or N processes."""
+
+    config: Annotated[GRPOConfig, tyro.conf.arg(name="")] = field(
+        default_factory=lambda: GRPOConfig(steps=50, lr=3e-4, temperature=0.7, eval_every=0))
+    """The course's GRPO settings (this script's recipe: the chapter's), mapped to TRL's."""
+    threads: int = 1
+    """torch threads per process."""
+    gpu: bool = False
+    """Train on the accelerator, not the CPU."""
+    bf16: bool = False
+    """bf16 mixed precision (GPU)."""
+    output_dir: str = os.path.join("_build", "trl_grpo")
+    """Where TRL may write (nothing is saved)."""
+    json: str | None = None
+    """Write the results here (main process)."""
 
 
 def main(argv=None) -> dict:
-    args = parse_args(argv)
+    args = tyro.cli(Script, args=argv)
+    cfg = args.config
     import torch
     from accelerate import PartialState
     from transformers.utils import logging as hf_logging
 
     from course_lib import trl_bridge as tb
     from course_lib.tasks import AdditionTask
-    from course_lib.trainers.grpo import GRPOConfig
 
     torch.set_num_threads(args.threads)
     hf_logging.set_verbosity_error()
@@ -66,14 +66,9 @@ def main(argv=None) -> dict:
     task = AdditionTask(seed=0)  # the running example: 2000 train / 500 held-out prompts
     # the first process builds (or loads) the cached warm start, then the others load it
     with state.main_process_first():
-        model = tb.warm_start_hf(task, seed=args.seed)
-    cfg = GRPOConfig(steps=args.steps, prompts_per_step=args.prompts_per_step,
-                     group_size=args.group_size, lr=args.lr, loss_type=args.loss_type,
-                     scale=args.scale, beta=args.beta, clip_eps=args.clip_eps,
-                     clip_eps_high=args.clip_eps_high, mu=args.mu,
-                     temperature=args.temperature, seed=args.seed)
-    accuracy = tb.HeldOutAccuracy(task, eval_every=args.eval_every,
-                                  completions_per_step=args.prompts_per_step * args.group_size)
+        model = tb.warm_start_hf(task, seed=cfg.seed)
+    accuracy = tb.HeldOutAccuracy(task, eval_every=cfg.eval_every,
+                                  completions_per_step=cfg.prompts_per_step * cfg.group_size)
     overrides = {}
     if args.gpu:
         overrides.update(use_cpu=False, bf16=args.bf16)
@@ -95,7 +90,7 @@ def main(argv=None) -> dict:
         "train_seconds": accuracy.history["eval_wall"][-1],
         "wall_seconds": wall,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "config": vars(args),
+        "config": asdict(args),
     }
     if state.is_main_process:
         r = result["reward"]

@@ -1,5 +1,7 @@
 """Tests of course_lib.model: TinyGPT shapes, sampling masks and log-probs, HF compatibility."""
 
+import math
+
 import pytest
 import torch
 
@@ -52,8 +54,7 @@ def test_sample_shapes_and_mask_after_eos(model, prompts):
                  generator=torch.Generator().manual_seed(0))
     B, N = out.tokens.shape
     assert B == 24 and 1 <= N <= 5
-    assert out.logprobs.shape == out.mask.shape == (B, N)
-    assert out.sequences.shape == (B, 6 + N)
+    assert out.logprobs.shape == out.mask.shape == out.entropy.shape == (B, N)
     for b in range(B):
         toks, m = out.tokens[b].tolist(), out.mask[b].tolist()
         n_real = int(sum(m))
@@ -65,6 +66,28 @@ def test_sample_shapes_and_mask_after_eos(model, prompts):
         assert all(t == PAD_ID for t in toks[n_real:])
     assert (out.logprobs[out.mask == 0] == 0).all()
     assert (out.logprobs[out.mask == 1] <= 0).all()
+
+
+@pytest.mark.parametrize("temperature, top_k, greedy", [(1.0, None, False), (0.7, None, False),
+                                                    (1.3, 4, False), (1.0, None, True)])
+def test_sample_records_the_entropy_of_each_sampling_distribution(model, prompts, temperature,
+                                                                   top_k, greedy):
+    """Entropy per position = -sum_v p_v log p_v of the distribution the token was drawn
+    from (temperature and top-k applied; greedy: temperature 1), recomputed here from one
+    full forward pass; 0 on padding; with top-k at most log k."""
+    out = sample(model, prompts, max_new_tokens=4, temperature=temperature, top_k=top_k,
+                 greedy=greedy, generator=torch.Generator().manual_seed(2))
+    seq = torch.cat([prompts, out.tokens], dim=1)[:, :-1]
+    logits = forward_logits(model, seq)[:, prompts.shape[1] - 1:] / temperature  # (B, N, V)
+    if top_k is not None:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    p = torch.softmax(logits, -1)
+    expected = -(p * torch.log(p.clamp(min=1e-30))).sum(-1) * out.mask  # (B, N)
+    torch.testing.assert_close(out.entropy, expected, atol=1e-5, rtol=1e-5)
+    assert (out.entropy[out.mask == 0] == 0).all() and (out.entropy[out.mask == 1] > 0).all()
+    if top_k is not None:
+        assert out.entropy.max() <= math.log(top_k) + 1e-6
 
 
 @pytest.mark.parametrize("temperature, top_k", [(1.0, None), (0.7, None), (1.3, 4)])

@@ -79,7 +79,8 @@ def _both_losses(task, batch, cfg, tmp_path, **trl_overrides):
     ref = (logp.detach() + batch["ref_noise"]) * m if cfg.beta > 0 else None
     ours, stats = grpo_loss(logp, old, batch["advantages"], m, ref, clip_eps=cfg.clip_eps,
                             clip_eps_high=cfg.clip_eps_high, beta=cfg.beta,
-                            loss_type=cfg.loss_type, max_len=cfg.max_new_tokens)
+                            loss_type=cfg.loss_type, max_len=cfg.max_new_tokens,
+                            kl_ratio_weight=cfg.kl_ratio_weight)
     model.zero_grad()
     ours.backward()
     g_ours = {n: p.grad.clone() for n, p in model.named_parameters()}
@@ -153,6 +154,47 @@ def test_trl_default_kl_correction_differs(task, batch, tmp_path):
                                                      use_bias_correction_kl=True)
     assert abs(float(ours) - float(theirs)) > TOL
     assert _max_grad_diff(g_ours, g_theirs) > 100 * TOL
+
+
+def test_ratio_weighted_kl_equals_trls_bias_correction(task, batch, tmp_path):
+    """``kl_ratio_weight`` maps to TRL's ``use_bias_correction_kl`` (k3 x ratio)."""
+    cfg = _course_cfg("grpo", 0.04, kl_ratio_weight=True)
+    assert tb.to_trl_config(cfg, task=task, output_dir=str(tmp_path)).use_bias_correction_kl
+    ours, _, theirs, g_ours, g_theirs = _both_losses(task, batch, cfg, tmp_path)
+    assert abs(float(ours) - float(theirs)) < TOL
+    assert _max_grad_diff(g_ours, g_theirs) < TOL
+    _, _, _, g_plain, _ = _both_losses(task, batch, _course_cfg("grpo", 0.04), tmp_path)
+    assert _max_grad_diff(g_plain, g_ours) > 100 * TOL  # the weighting matters here
+
+
+def test_ratio_weighted_kl_has_the_reverse_kl_gradient():
+    """Over a whole vocabulary weighted by pi_old (the exact expectation over samples from
+    pi_old), the ratio-weighted k3 term has exactly the gradient of KL(pi_theta || pi_ref);
+    the plain k3 term has the gradient of KL(pi_ref || pi_theta) at pi_theta = pi_old."""
+    g = torch.Generator().manual_seed(0)
+    theta = torch.randn(1, 5, generator=g, requires_grad=True)  # logits of pi_theta
+    ref = torch.log_softmax(torch.randn(1, 5, generator=g), -1)  # (1, V)
+
+    def expected_kl_term(weighted):  # sum_v pi_old(v) * loss(v), one token per vocabulary entry
+        logp = torch.log_softmax(theta, -1)  # (1, V)
+        old = logp.detach()  # pi_old = pi_theta now (mu = 1)
+        per_token = []
+        for v in range(5):
+            loss, _ = grpo_loss(logp[:, v:v + 1], old[:, v:v + 1], torch.zeros(1), beta=1.0,
+                                ref_logprobs=ref[:, v:v + 1], kl_ratio_weight=weighted)
+            per_token.append(old[0, v].exp() * loss)
+        return torch.stack(per_token).sum()
+
+    def grad(f):
+        (out,) = torch.autograd.grad(f(), theta)
+        return out
+
+    logp = lambda: torch.log_softmax(theta, -1)  # noqa: E731
+    reverse = grad(lambda: (logp().exp() * (logp() - ref)).sum())  # KL(pi_theta || pi_ref)
+    forward = grad(lambda: (ref.exp() * (ref - logp())).sum())  # KL(pi_ref || pi_theta)
+    torch.testing.assert_close(grad(lambda: expected_kl_term(True)), reverse)
+    torch.testing.assert_close(grad(lambda: expected_kl_term(False)), forward)
+    assert (reverse - forward).abs().max() > 1e-2  # the two differ here
 
 
 def test_trl_loss_rejects_bad_batches(task, batch, tmp_path):
@@ -234,7 +276,7 @@ def test_build_model_is_the_specified_gpt2_and_deterministic():
 # ----------------------------------------------------------------- data, reward --------
 def test_warm_start_hf_is_about_30_percent_and_uses_its_own_sft_recipe():
     # issue 7: "a supervised warm start at about 30% greedy held-out accuracy"
-    from course_lib.trainers.evaluate import evaluate
+    from course_lib.evaluate import evaluate
 
     task = AdditionTask(seed=0)
     model = tb.warm_start_hf(task, seed=0)
@@ -269,7 +311,8 @@ def test_to_trl_config_maps_every_field(task):
     assert (a.epsilon, a.epsilon_high) == (0.1, 0.28)
     assert (a.num_generations, a.per_device_train_batch_size) == (8, 128)
     assert (a.num_iterations, a.max_steps, a.gradient_accumulation_steps) == (2, 14, 1)
-    assert math.isclose(a.learning_rate, 3e-4) and a.lr_scheduler_type == "constant"
+    assert math.isclose(a.learning_rate, 3e-4)
+    assert a.lr_scheduler_type == "constant_with_warmup"  # HF's "constant" has no warm-up
     assert (a.max_completion_length, a.temperature, a.top_k) == (task.max_new_tokens, 0.9, 5)
     assert (a.max_grad_norm, a.seed) == (0.5, 3)
     assert a.use_bias_correction_kl is False
@@ -284,6 +327,27 @@ def test_to_trl_config_maps_every_field(task):
     # two processes: each gets half of the completions
     two = tb.to_trl_config(cfg, task=task, output_dir="unused", num_processes=2)
     assert two.per_device_train_batch_size == 64
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear"])
+def test_to_trl_config_maps_the_warmup_schedule(task, tmp_path, schedule):
+    """TRL's learning rate at each optimizer step equals the course trainer's, warm-up
+    included (both count optimizer steps: steps x mu)."""
+    cfg = GRPOConfig(steps=4, mu=2, lr=1e-3, warmup_steps=3, lr_schedule=schedule,
+                     prompts_per_step=2, group_size=4, max_new_tokens=4)
+    trainer = tb.make_trl_trainer(tb.build_model(seed=0), task, cfg, output_dir=str(tmp_path))
+    trainer.create_optimizer_and_scheduler(num_training_steps=trainer.args.max_steps)
+    course = GRPOTrainer(tb.build_model(seed=0), task, cfg)
+    ours, theirs = [], []
+    for _ in range(cfg.steps * cfg.mu):
+        for lrs, opt, sched in ((ours, course.optimizer, course.scheduler),
+                                (theirs, trainer.optimizer, trainer.lr_scheduler)):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+    assert ours == pytest.approx(theirs, abs=1e-12)
+    assert theirs[0] == 0.0 and max(theirs) == pytest.approx(1e-3)
+    assert (theirs[-1] < 1e-3) == (schedule == "linear")
 
 
 def test_to_trl_config_rejects_bad_input(task):

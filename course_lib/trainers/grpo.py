@@ -37,6 +37,8 @@ class GRPOConfig(ClipConfig):
     """G, completions per prompt (DeepSeekMath 64, R1 16, TRL 8)."""
     beta: NonNegative = 0.0
     """Coefficient of the k3 KL to the reference (DeepSeekMath 0.04; 0: no reference)."""
+    kl_ratio_weight: bool = False
+    """Weight the k3 KL by the ratio pi/pi_old: DeepSeek-V3.2's unbiased KL gradient."""
     loss_type: Literal[tuple(GRPO_LOSS_TYPES)] = "grpo"
     """Token aggregation (see course_lib.grpo_loss)."""
     scale: Literal[SCALES] = "group"
@@ -75,7 +77,8 @@ class GRPOTrainer(Trainer):
         loss, stats = grpo_loss(
             logprobs, batch.old_logprobs, batch.advantages, mask=batch.mask,
             clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high, loss_type=cfg.loss_type,
-            max_len=self.max_new_tokens, ref_logprobs=batch.ref_logprobs, beta=cfg.beta)
+            max_len=self.max_new_tokens, ref_logprobs=batch.ref_logprobs, beta=cfg.beta,
+            kl_ratio_weight=cfg.kl_ratio_weight)
         metrics = surrogate_metrics(loss, stats, logprobs, batch.old_logprobs, batch.mask)
         if batch.ref_logprobs is not None:
             metrics["kl_ref"] = stats["kl"]
