@@ -6,6 +6,12 @@ the skeleton (sample -> score -> targets -> loss -> update -> log) and
 
 The names below are loaded on first use, so ``import course_lib.trainers.grpo`` (or
 ``from course_lib.trainers import GRPOTrainer``) loads GRPO's module and not the others.
+
+Example::
+
+    task = AdditionTask(seed=0)
+    trainer = GRPOTrainer(warm_start(task, seed=0), task, GRPOConfig(steps=200, seed=0))
+    history = trainer.train()  # keys: course_lib.trainers.metrics.METRICS
 """
 
 from __future__ import annotations
