@@ -214,6 +214,104 @@ def test_glue_check_fails_on_bad_format_and_other_notebooks(tmp_path):
     assert "more than once" in glue_problems(tmp_path / "dup.ipynb")[0]
 
 
+# ------------------------------------------------------------------ literalinclude -------
+# Chapters include course_lib's code with {literalinclude} (CONTRIBUTING.md, conventions):
+# core lines between `# [core:NAME]` / `# [/core:NAME]` comments, whole functions by
+# :pyobject:. A missing file, marker or object is a build warning (an error with -W); these
+# tests name it without a build.
+CORE_MODULES = ["surrogate", "kl", "grpo", "ppo", "dpo"]
+INCLUDE = re.compile(r"^[ \t]*(`{3,}|:{3,})\{literalinclude\}[ \t]+(\S+)[ \t]*\n"
+                     r"((?:[ \t]*:[\w-]+:.*\n)*)", re.MULTILINE)
+
+
+def _pyobject_names(source: str) -> set[str]:
+    """Top-level functions/classes and Class.method names of a module, as :pyobject: takes."""
+    import ast
+
+    names = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        if isinstance(node, ast.ClassDef):
+            names |= {f"{node.name}.{n.name}" for n in node.body
+                      if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    return names
+
+
+def literalinclude_problems(nb_path: Path) -> list[str]:
+    """Included files that do not exist, markers or lines not in them, unknown :pyobject:."""
+    import json
+
+    nb = json.loads(nb_path.read_text(encoding="utf-8"))
+    problems = []
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") != "markdown":
+            continue
+        text = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+        for m in INCLUDE.finditer(text + "\n"):
+            path = (nb_path.parent / m.group(2)).resolve()
+            if not path.is_file():
+                problems.append(f"{m.group(2)}: no such file (paths are relative to book/)")
+                continue
+            source = path.read_text(encoding="utf-8")
+            opts = dict(re.findall(r":([\w-]+):[ \t]*(.*)", m.group(3)))
+            for key in ("start-after", "end-before", "start-at", "end-at"):
+                if key in opts and opts[key].strip().strip('"') not in source:
+                    problems.append(f"{m.group(2)}: {key} {opts[key]!r} not found")
+            if "pyobject" in opts and opts["pyobject"].strip() not in _pyobject_names(source):
+                problems.append(f"{m.group(2)}: no object {opts['pyobject'].strip()!r}")
+    return problems
+
+
+@pytest.mark.parametrize("nb_path", CHAPTERS, ids=[p.name for p in CHAPTERS])
+def test_literalincludes_resolve(nb_path):
+    problems = literalinclude_problems(nb_path)
+    assert not problems, f"{nb_path.name}:\n- " + "\n- ".join(problems)
+
+
+def test_literalinclude_check_fails_on_a_missing_marker(tmp_path):
+    """The checker cannot pass an include whose marker, object or file is gone."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(
+        "```{literalinclude} ../course_lib/grpo.py\n:start-after: \"[core:grpo_loss]\"\n"
+        ":end-before: \"[/core:no_such]\"\n```\n\n"
+        "```{literalinclude} ../course_lib/grpo.py\n:pyobject: no_such_function\n```\n\n"
+        "```{literalinclude} ../course_lib/no_such.py\n```\n")]
+    (tmp_path / "book").mkdir()
+    path = tmp_path / "book" / "nb.ipynb"
+    nbformat.write(nb, path)
+    (tmp_path / "course_lib").symlink_to(ROOT / "course_lib")
+    problems = literalinclude_problems(path)
+    assert len(problems) == 3, problems
+    assert "[/core:no_such]" in problems[0] and "no_such_function" in problems[1]
+
+
+@pytest.mark.parametrize("module", CORE_MODULES)
+def test_core_markers_paired(module):
+    """Every `# [core:NAME]` has its `# [/core:NAME]` after it, inside function NAME."""
+    import ast
+
+    source = (ROOT / "course_lib" / f"{module}.py").read_text(encoding="utf-8")
+    lines = source.splitlines()
+    spans = {n.name: (n.lineno, n.end_lineno) for n in ast.parse(source).body
+             if isinstance(n, ast.FunctionDef)}
+    opened = {m.group(1): i for i, line in enumerate(lines, 1)
+              if (m := re.search(r"# \[core:(\w+)\]", line))}
+    closed = {m.group(1): i for i, line in enumerate(lines, 1)
+              if (m := re.search(r"# \[/core:(\w+)\]", line))}
+    public = [n for n in spans if not n.startswith("_")]
+    assert sorted(opened) == sorted(closed) == sorted(public), (
+        f"course_lib/{module}.py: markers open {sorted(opened)}, close {sorted(closed)}, "
+        f"public functions {sorted(public)}")
+    for name, start in opened.items():
+        first, last = spans[name]
+        assert first < start < closed[name] <= last + 1, (
+            f"course_lib/{module}.py: the markers of {name} (lines {start}, {closed[name]}) "
+            f"are not inside it (lines {first}-{last})")
+
+
 # -------------------------------------------------------------------------- browser -------
 def _missing_or_fail(reason: str) -> None:
     """Skip with a visible reason, or fail in CI where the browser test must run."""
