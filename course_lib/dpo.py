@@ -79,6 +79,7 @@ def dpo_loss(
     if loss_type in ("ipo", "hinge") and e != 0.0:
         raise ValueError(f"label_smoothing is not defined for {loss_type}; got {e!r}")
 
+    # [core:dpo_loss]
     chosen_logratio = policy_chosen_logps - ref_chosen_logps.detach()  # (N,)
     rejected_logratio = policy_rejected_logps - ref_rejected_logps.detach()  # (N,)
     h = chosen_logratio - rejected_logratio  # (N,)
@@ -99,3 +100,4 @@ def dpo_loss(
         "reward_margin": float((chosen_rewards - rejected_rewards).mean()),
     }
     return losses.mean(), stats
+    # [/core:dpo_loss]

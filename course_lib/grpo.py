@@ -75,6 +75,7 @@ def compute_group_advantages(rewards: Tensor, eps: float = 1e-6, scale: str = "g
     check_finite("rewards", rewards)
     check_choice("scale", scale, SCALES)
     check_nonnegative("eps", eps)
+    # [core:compute_group_advantages]
     centered = rewards - rewards.mean(dim=-1, keepdim=True)  # (..., G)
     if scale == "group":
         adv = centered / (rewards.std(dim=-1, keepdim=True) + eps)  # unbiased std
@@ -84,6 +85,7 @@ def compute_group_advantages(rewards: Tensor, eps: float = 1e-6, scale: str = "g
         adv = centered
     all_equal = (rewards == rewards[..., :1]).all(dim=-1, keepdim=True)  # (..., 1)
     return torch.where(all_equal, torch.zeros_like(adv), adv)
+    # [/core:compute_group_advantages]
 
 
 def grpo_loss(
@@ -170,6 +172,7 @@ def grpo_loss(
     if m.sum() == 0:
         raise ValueError("mask is empty: the batch has no real completion token")
 
+    # [core:grpo_loss]
     per_token, ratio, is_clipped = clipped_surrogate(
         logprobs, old_logprobs, advantages.detach(), clip_eps, clip_eps_high
     )  # each (B, T)
@@ -188,3 +191,4 @@ def grpo_loss(
         "ratio_mean": float(masked_mean(ratio.detach(), m)),
     }
     return loss, stats
+    # [/core:grpo_loss]

@@ -50,6 +50,7 @@ def kl_estimate(logprobs: Tensor, ref_logprobs: Tensor, kind: str = "k3") -> Ten
     check_finite("logprobs", logprobs)
     check_finite("ref_logprobs", ref_logprobs)
     check_choice("KL estimator kind", kind, KL_KINDS)
+    # [core:kl_estimate]
     log_r = (ref_logprobs - logprobs).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)  # (...,)
     if kind == "k1":
         return -log_r
@@ -58,3 +59,4 @@ def kl_estimate(logprobs: Tensor, ref_logprobs: Tensor, kind: str = "k3") -> Ten
     # expm1(x) - x == exp(x) - 1 - x without the cancellation that makes exp(x) - x - 1
     # round below 0 for tiny |x| in float32; k3 >= 0 holds exactly, the clamp keeps it so.
     return (torch.expm1(log_r) - log_r).clamp(min=0.0)
+    # [/core:kl_estimate]

@@ -74,6 +74,7 @@ def ppo_policy_loss(
     check_choice("agg", agg, PPO_AGGREGATIONS)
     if m.sum() == 0:
         raise ValueError("mask is empty: the batch has no real token")
+    # [core:ppo_policy_loss]
     per_token, ratio, is_clipped = clipped_surrogate(
         logprobs, old_logprobs, advantages.detach(), clip_eps, clip_eps_high
     )  # each (B, T)
@@ -85,6 +86,7 @@ def ppo_policy_loss(
         "approx_kl": float(masked_mean(ratio.detach() - 1.0 - log_ratio, m)),
     }
     return loss, stats
+    # [/core:ppo_policy_loss]
 
 
 def gae(
@@ -122,6 +124,7 @@ def gae(
     for name, x in (("gamma", gamma), ("lam", lam)):
         if not isinstance(x, (int, float)) or not 0.0 <= x <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {x!r}")
+    # [core:gae]
     B, T = rewards.shape
     values = values.detach()
     advantages = torch.zeros_like(rewards)  # (B, T)
@@ -135,6 +138,7 @@ def gae(
         carry = torch.where(real, a_t, carry)
         next_value = torch.where(real, values[:, t], next_value)
     return advantages, advantages + values
+    # [/core:gae]
 
 
 def whiten(x: Tensor, mask: Tensor | None = None, eps: float = 1e-8) -> Tensor:
@@ -156,9 +160,11 @@ def whiten(x: Tensor, mask: Tensor | None = None, eps: float = 1e-8) -> Tensor:
     n = m.sum()
     if n < 2:
         raise ValueError(f"whiten needs at least 2 real entries, got {int(n)}")
+    # [core:whiten]
     mean = (x * m).sum() / n
     var = (((x - mean) * m) ** 2).sum() / (n - 1)
     return (x - mean) * torch.rsqrt(var + eps) * m
+    # [/core:whiten]
 
 
 def value_loss(
@@ -196,6 +202,7 @@ def value_loss(
         raise ValueError(f"clip_range must be > 0, got {clip_range!r}")
     if m.sum() == 0:
         raise ValueError("mask is empty: no real token to fit the value on")
+    # [core:value_loss]
     old_values = old_values.detach()
     returns = returns.detach()
     v_clipped = old_values + torch.clamp(values - old_values, -clip_range, clip_range)
@@ -207,3 +214,4 @@ def value_loss(
         "value_mean": float(masked_mean(values.detach(), m)),
     }
     return loss, stats
+    # [/core:value_loss]

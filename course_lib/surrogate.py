@@ -53,6 +53,7 @@ def clipped_surrogate(
         ``min`` uses and differs from the unclipped one (ratio > 1 + eps_high with A > 0,
         or ratio < 1 - eps_low with A < 0). There the gradient is exactly 0.
     """
+    # [core:clipped_surrogate]
     eps_high = clip_eps if clip_eps_high is None else clip_eps_high
     log_ratio = (logprobs - old_logprobs.detach()).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
     ratio = torch.exp(log_ratio)  # (B, T)
@@ -63,11 +64,14 @@ def clipped_surrogate(
         (ratio < 1.0 - clip_eps) & (advantages < 0)
     )
     return loss, ratio, is_clipped
+    # [/core:clipped_surrogate]
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     """Mean of ``x`` over the entries where ``mask`` is 1 (any shape; 0 if mask is empty)."""
+    # [core:masked_mean]
     return (x * mask).sum() / mask.sum().clamp(min=1.0)
+    # [/core:masked_mean]
 
 
 def aggregate(
@@ -99,6 +103,7 @@ def aggregate(
     check_choice("aggregation", mode, AGGREGATIONS)
     if mask.sum() == 0:
         raise ValueError("mask is empty: no real token to average the loss over")
+    # [core:aggregate]
     masked = per_token * mask  # (B, T)
     if mode == "token-mean":
         return masked.sum() / mask.sum()
@@ -113,3 +118,4 @@ def aggregate(
     if mode == "seq-mean-token-mean":
         seq = seq / lengths.clamp(min=1.0)
     return seq[has_tokens].mean()
+    # [/core:aggregate]
