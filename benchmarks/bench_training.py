@@ -54,7 +54,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ALGOS = ("grpo", "ppo", "reinforce", "dpo")
 #: the learning-rate grid every method is tuned on (one run per value)
-GRID = (3e-5, 1e-4, 3e-4, 1e-3)
+GRID = (3e-5, 1e-4, 3e-4, 1e-3, 3e-3)
 #: what differs between the methods by design (everything else: the trainers' defaults,
 #: recorded in full in each run's spec). No online method has a KL term in the main runs.
 DESIGN = {
@@ -158,7 +158,8 @@ def execute(run_spec: dict) -> dict:
         "spec": run_spec,
         "exact": {k: v for k, v in history.items() if k not in timing_keys},
         "timing": {"wall_seconds": wall, **{k: history[k] for k in timing_keys},
-                   "peak_rss_mb": peak_rss_mb(), "peak_rss_before_train_mb": rss_before},
+                   "peak_rss_mb": peak_rss_mb(), "peak_rss_before_train_mb": rss_before,
+                   "load_average_end": os.getloadavg()},
         "parameters_held": trainer.parameters_held(),
         "warm_start": {k: v for k, v in policy.warm_start_info.items()
                        if k not in ("cache_path", "cache_hit")},
