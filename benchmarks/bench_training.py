@@ -1,19 +1,34 @@
 """Benchmark: GRPO, PPO, REINFORCE (RLOO) and DPO on the running example, and the R1 experiment.
 
-Chapter: "Comparing PPO, GRPO, REINFORCE and DPO" renders the JSON this writes, and
-"The R1 connection" the second experiment.
+Chapter: "GRPO vs PPO vs DPO, measured" renders the JSON ``compare`` writes
+(benchmarks/results/training.json), and "The R1 connection" the second experiment.
 
-    python benchmarks/bench_training.py compare --seeds 0 1 2
+    python benchmarks/bench_training.py compare --json benchmarks/results/training.json
     python benchmarks/bench_training.py r1 --seeds 0 1 2
     python benchmarks/bench_training.py threads   # 1 vs 2 torch threads, GRPO step time
 
-``compare``: every algorithm starts from the same cached warm start (AdditionTask seed 0,
-TinyGPT seed 0), gets the same sample budget (``--samples``, default 128 per step x 200
-steps = 25 600 completions; DPO spends its budget once, on building preference pairs) and
-is run once per seed, each run in its own process via ``python -m course_lib.train`` (so
-peak memory is per run). Printed: medians over seeds with [min, max], for held-out accuracy
-at 25/50/100% of the budget, wall seconds, time to 90% / 95%, peak RSS, and the parameters
-each method holds. All numbers are measured; nothing is simulated.
+``compare`` is a tuned comparison at one sample budget:
+
+1. every method starts from the same cached warm start (AdditionTask seed 0, the default
+   TinyGPT and SFT recipe, seed 0) and gets the same budget of sampled completions
+   (``--samples``, 25 600 = 200 steps of 128 for the online methods; DPO samples all of it
+   before training, 16 completions for each of 1600 training prompts, to build its pairs);
+2. the KL setting is the same for the online methods: none (GRPO beta 0, RLOO and PPO
+   kl_coef 0; DPO's beta is part of its loss). PPO with InstructGPT's kl_coef 0.02 is
+   run as a separate, named variant;
+3. tuning: the same learning-rate grid (``--grid``) for every method, one run each with
+   ``--tune-seed`` (not one of the evaluation seeds), evaluated on the *training* prompts
+   only; the learning rate with the highest final training accuracy is selected;
+4. evaluation: ``--seeds`` runs per method at the selected learning rate, greedy accuracy
+   on the 500 held-out prompts every ``--eval-every`` steps.
+
+Every run is a :func:`spec` (the full config as ``asdict``, model and warm-start configs,
+seed, threads) executed by :func:`execute` in a fresh process (so peak memory is per run),
+``--jobs`` at a time. The JSON holds every run's spec, its per-step history and evaluations
+(``"exact"``), its timings and memory (``"timing"``), and the provenance record of
+:mod:`course_lib.results`; ``tests/test_results_reproduce.py`` reruns seed 0 of each method
+from the recorded specs and requires identical histories. Printed: the tuning grid and,
+per method, every seed's final held-out accuracy with the mean and its 95% t-interval.
 
 ``r1``: MultiStepSumTask (four two-digit numbers; the warm start imitates a 50/50 mix of
 direct answers and written partial sums), GRPO rewarding only the final answer. Reports,
@@ -32,10 +47,27 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ALGOS = ("grpo", "ppo", "reinforce", "dpo")
+#: the learning-rate grid every method is tuned on (one run per value)
+GRID = (3e-5, 1e-4, 3e-4, 1e-3, 3e-3)
+#: what differs between the methods by design (everything else: the trainers' defaults,
+#: recorded in full in each run's spec). No online method has a KL term in the main runs.
+DESIGN = {
+    "grpo": {"beta": 0.0},                        # 16 prompts x 8 completions per step
+    "ppo": {"kl_coef": 0.0},                      # 128 prompts x 1 completion per step
+    "reinforce": {"kl_coef": 0.0, "baseline": "rloo"},  # 16 prompts x 8 (RLOO)
+    "dpo": {"pair_samples": 16},                  # all samples drawn before training
+}
+#: named variants run at the method's selected learning rate, with every evaluation seed
+VARIANTS = {"ppo_kl": ("ppo", {"kl_coef": 0.02})}  # InstructGPT's per-token KL penalty
+DPO_STEPS = 300
+#: run ids the reproduce test reruns (seed 0 of each method)
+REPRODUCE = [f"main/{a}/seed0" for a in ALGOS]
 
 
 def _spread(xs):
@@ -63,7 +95,7 @@ def _write_json(result: dict, json_out: str | None) -> None:
 
 
 def run_one(algo: str, seed: int, args: list[str], threads: int = 1) -> dict:
-    """One training run in a fresh process; returns its JSON metrics."""
+    """One ``python -m course_lib.train`` run in a fresh process; returns its JSON metrics."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "run.json")
         cmd = [sys.executable, "-m", "course_lib.train", algo, "--seed", str(seed),
@@ -73,78 +105,213 @@ def run_one(algo: str, seed: int, args: list[str], threads: int = 1) -> dict:
             return json.load(f)
 
 
-def accuracy_at(run: dict, samples: int) -> float | None:
-    """Held-out accuracy of the last evaluation with at most ``samples`` samples used."""
-    best = None
-    for n, a in zip(run["eval"]["eval_samples"], run["eval"]["eval_accuracy"], strict=True):
-        if n <= samples:
-            best = a
-    return best
+# ------------------------------------------------------------------- compare ----
+def spec(algo: str, seed: int, overrides: dict, threads: int = 1) -> dict:
+    """Everything one run needs, written out in full with today's defaults filled in."""
+    from course_lib.model import ModelConfig
+    from course_lib.sft import SFTConfig
+    from course_lib.train import make_task
+    from course_lib.trainers import TRAINERS
+
+    task = make_task("addition")
+    config = TRAINERS[algo][1](seed=seed, **overrides)
+    model = ModelConfig(block_size=max(32, task.prompt_len + task.max_new_tokens))
+    return {"algo": algo, "task": "addition", "warm_start_seed": 0, "threads": threads,
+            "config": asdict(config), "model_config": asdict(model),
+            "sft_config": asdict(SFTConfig())}
 
 
-def algo_args(algo: str, samples: int, eval_every: int) -> list[str]:
-    """CLI arguments giving ``algo`` the sample budget ``samples``."""
-    per_step = 128  # GRPO/RLOO 16 prompts x 8; PPO 128 prompts x 1
+def execute(run_spec: dict) -> dict:
+    """Run ``run_spec`` in this process: warm start, train, return the record.
+
+    Only the spec decides what runs (the configs are rebuilt field by field from it, not
+    from today's defaults). ``"exact"`` is the whole per-step history and the evaluations
+    (which the same spec reproduces exactly on the same kind of machine), ``"timing"``
+    the wall times and memory (which it does not).
+    """
+    import torch
+
+    from course_lib.model import ModelConfig
+    from course_lib.sft import SFTConfig, warm_start
+    from course_lib.train import make_task, peak_rss_mb
+    from course_lib.trainers import TRAINERS
+
+    trainer_cls, config_cls = TRAINERS[run_spec["algo"]]
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in run_spec["config"].items()}
+    config = config_cls(**fields)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(run_spec["threads"])
+    try:
+        task = make_task(run_spec["task"])
+        policy = warm_start(task, seed=run_spec["warm_start_seed"],
+                            model_config=ModelConfig(**run_spec["model_config"]),
+                            sft_config=SFTConfig(**run_spec["sft_config"]))
+        rss_before = peak_rss_mb()
+        trainer = trainer_cls(policy, task, config)
+        t0 = time.perf_counter()
+        history = trainer.train(progress=False)
+        wall = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(threads)
+    timing_keys = ("wall", "eval_wall")
+    return {
+        "spec": run_spec,
+        "exact": {k: v for k, v in history.items() if k not in timing_keys},
+        "timing": {"wall_seconds": wall, **{k: history[k] for k in timing_keys},
+                   "peak_rss_mb": peak_rss_mb(), "peak_rss_before_train_mb": rss_before,
+                   "load_average_end": os.getloadavg()},
+        "parameters_held": trainer.parameters_held(),
+        "warm_start": {k: v for k, v in policy.warm_start_info.items()
+                       if k not in ("cache_path", "cache_hit")},
+        "config_fields_not_in_spec": sorted(set(asdict(config)) - set(run_spec["config"])),
+    }
+
+
+def execute_in_subprocess(run_spec: dict) -> dict:
+    """:func:`execute` in a fresh ``python`` process (own peak memory, no shared state)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        spec_path, out = os.path.join(tmp, "spec.json"), os.path.join(tmp, "run.json")
+        with open(spec_path, "w") as f:
+            json.dump(run_spec, f)
+        subprocess.run([sys.executable, __file__, "execute", spec_path, out], check=True,
+                       cwd=ROOT)
+        with open(out) as f:
+            return json.load(f)
+
+
+def design_overrides(algo: str, lr: float, samples: int, eval_every: int) -> dict:
+    """The config fields the comparison sets: lr, budget, evaluation, the KL setting."""
+    base = {"lr": lr, "temperature": 1.0, "eval_every": eval_every, **DESIGN[algo]}
     if algo == "dpo":
-        # all of the budget goes into pair building: prompts x 8 samples each
-        n_prompts = min(2000, samples // 8)
-        return ["--steps", "300", "--eval-every", str(eval_every),
-                "--pair-prompts", str(n_prompts)]
-    return ["--steps", str(samples // per_step), "--eval-every", str(eval_every)]
+        n_prompts = samples // DESIGN["dpo"]["pair_samples"]
+        return {**base, "steps": DPO_STEPS, "pair_prompts": n_prompts}
+    return {**base, "steps": samples // 128}  # 128 completions per step for every method
 
 
-def compare(seeds, samples: int, eval_every: int, json_out: str | None, threads: int) -> dict:
-    runs: dict[str, list[dict]] = {a: [] for a in ALGOS}
-    for algo in ALGOS:
-        for seed in seeds:
-            t = time.perf_counter()
-            r = run_one(algo, seed, algo_args(algo, samples, eval_every), threads)
-            runs[algo].append(r)
-            print(f"  {algo:9s} seed {seed}: {r['accuracy_before']:.3f} -> "
-                  f"{r['accuracy_after']:.3f}, {r['wall_seconds']:.1f} s train "
-                  f"({time.perf_counter() - t:.0f} s with start-up)", flush=True)
-    checkpoints = [samples // 4, samples // 2, samples]
-    table = {}
-    for algo, rs in runs.items():
-        table[algo] = {
-            "accuracy_before": _spread([r["accuracy_before"] for r in rs]),
-            "accuracy_after": _spread([r["accuracy_after"] for r in rs]),
-            "accuracy_at_samples": {str(c): _spread([accuracy_at(r, c) for r in rs])
-                                    for c in checkpoints},
-            "samples": _spread([r["samples"] for r in rs]),
-            "wall_seconds": _spread([r["wall_seconds"] for r in rs]),
-            "time_to_90": _spread([r["time_to_90"]["wall"] if r["time_to_90"] else None
-                                   for r in rs]),
-            "time_to_95": _spread([r["time_to_95"]["wall"] if r["time_to_95"] else None
-                                   for r in rs]),
-            "reached_90": sum(r["time_to_90"] is not None for r in rs),
-            "reached_95": sum(r["time_to_95"] is not None for r in rs),
-            "peak_rss_mb": _spread([r["peak_rss_mb"] for r in rs]),
-            "train_rss_mb": _spread([r["peak_rss_mb"] - r["peak_rss_before_train_mb"]
-                                     for r in rs]),
-            "parameters_held": rs[0]["parameters_held"],
-            "models_held": sum(v > 0 for v in rs[0]["parameters_held"].values()),
+def final_accuracy(run: dict) -> float:
+    """Greedy accuracy of the last evaluation of a run (held-out, or training for tuning)."""
+    return run["exact"]["eval_accuracy"][-1]
+
+
+def select_lr(tuning: list[dict]) -> float:
+    """The grid value whose tuning run ends with the highest *training* accuracy (ties:
+    the higher mean training accuracy over the run's evaluations)."""
+    best = max(tuning, key=lambda r: (final_accuracy(r),
+                                      statistics.fmean(r["exact"]["eval_accuracy"])))
+    return best["spec"]["config"]["lr"]
+
+
+def _run_all(jobs: list[tuple[str, dict]], n_jobs: int) -> list[dict]:
+    def one(job):
+        run_id, s = job
+        t = time.perf_counter()
+        rec = execute_in_subprocess(s)
+        acc = rec["exact"]["eval_accuracy"]
+        print(f"  {run_id:28s} {acc[0]:.3f} -> {acc[-1]:.3f}  "
+              f"({rec['timing']['wall_seconds']:.1f} s train, "
+              f"{time.perf_counter() - t:.0f} s in all)", flush=True)
+        return {"id": run_id, **rec}
+
+    with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+        return list(pool.map(one, jobs))
+
+
+def method_rows(result: dict) -> dict:
+    """Per method (and variant): every seed's final held-out accuracy, the mean and its
+    95% t-interval, and the structural costs. The chapter prints this."""
+    from course_lib.results import mean_interval
+
+    rows = {}
+    for name in (*ALGOS, *VARIANTS):
+        runs = sorted((r for r in result["runs"] if r["id"].startswith(f"main/{name}/")
+                       or r["id"].startswith(f"variant/{name}/")),
+                      key=lambda r: r["spec"]["config"]["seed"])
+        if not runs:
+            continue
+        acc = [final_accuracy(r) for r in runs]
+        mean, lo, hi = mean_interval(acc)
+        cfg = runs[0]["spec"]["config"]
+        rows[name] = {
+            "seeds": [r["spec"]["config"]["seed"] for r in runs], "final": acc,
+            "mean": mean, "ci95": (lo, hi), "sd": statistics.stdev(acc),
+            "before": runs[0]["exact"]["eval_accuracy"][0], "lr": cfg["lr"],
+            "samples": [r["exact"]["samples"][-1] for r in runs],
+            "steps": [len(r["exact"]["step"]) for r in runs],
+            "ms_per_step": statistics.median(1000 * r["timing"]["wall_seconds"]
+                                             / len(r["exact"]["step"]) for r in runs),
+            "train_seconds": statistics.median(r["timing"]["wall_seconds"] for r in runs),
+            "peak_rss_mb": statistics.median(r["timing"]["peak_rss_mb"] for r in runs),
+            "parameters_held": runs[0]["parameters_held"],
         }
-    print(f"\nHeld-out accuracy (500 prompts, greedy), medians over seeds {list(seeds)} "
-          f"[min, max]; budget {samples} completions; {threads} thread(s)")
-    head = ("| method | before | " + " | ".join(f"@{c} samples" for c in checkpoints)
-            + " | train wall s | to 90% s | to 95% s | peak RSS MiB | params held "
-            "(policy/critic/ref) |")
-    print(head)
-    print("|" + "---|" * (head.count("|") - 1))
-    for algo, row in table.items():
-        ph = row["parameters_held"]
-        print(f"| {algo} | {_fmt(row['accuracy_before'])} | "
-              + " | ".join(_fmt(row["accuracy_at_samples"][str(c)]) for c in checkpoints)
-              + f" | {_fmt(row['wall_seconds'], '.1f')} | {_fmt(row['time_to_90'], '.1f')}"
-              f" ({row['reached_90']}/{len(seeds)}) | {_fmt(row['time_to_95'], '.1f')}"
-              f" ({row['reached_95']}/{len(seeds)}) | {_fmt(row['peak_rss_mb'], '.0f')} | "
-              f"{ph['policy']}/{ph['critic']}/{ph['reference']} |")
-    result = {"seeds": list(seeds), "samples": samples, "eval_every": eval_every,
-              "threads": threads, "table": table, "runs": runs,
-              "load_average_at_end": os.getloadavg(),
-              "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]])}
-    _write_json(result, json_out)
+    return rows
+
+
+def tuning_rows(result: dict) -> dict:
+    """method -> {lr: final training accuracy of its tuning run}."""
+    out: dict[str, dict[float, float]] = {}
+    for r in result["runs"]:
+        if r["id"].startswith("tune/"):
+            out.setdefault(r["spec"]["algo"], {})[r["spec"]["config"]["lr"]] = final_accuracy(r)
+    return out
+
+
+def print_tables(result: dict) -> None:
+    grid = result["design"]["grid"]
+    print("\nTuning: final greedy accuracy on the 2000 TRAINING prompts, one run per lr "
+          f"(seed {result['design']['tune_seed']}); * = selected")
+    print("| method | " + " | ".join(f"lr {lr:g}" for lr in grid) + " |")
+    print("|---|" + "---|" * len(grid))
+    for algo, by_lr in tuning_rows(result).items():
+        sel = result["selected_lr"][algo]
+        print(f"| {algo} | " + " | ".join(
+            f"{by_lr[lr]:.3f}{'*' if lr == sel else ''}" for lr in grid) + " |")
+    print(f"\nHeld-out accuracy (500 prompts, greedy) after {result['design']['samples']} "
+          "completions: every seed, mean and 95% t-interval of the mean")
+    print("| method | lr | seeds | final accuracy per seed | mean [95% CI] | ms/step |")
+    print("|---|---|---|---|---|---|")
+    for name, row in method_rows(result).items():
+        per_seed = ", ".join(f"{a:.3f}" for a in row["final"])
+        print(f"| {name} | {row['lr']:g} | {len(row['seeds'])} | {per_seed} | "
+              f"{row['mean']:.3f} [{row['ci95'][0]:.3f}, {row['ci95'][1]:.3f}] | "
+              f"{row['ms_per_step']:.1f} |")
+
+
+def compare(seeds, samples: int, eval_every: int, grid, tune_seed: int, n_jobs: int,
+            json_out: str | None, threads: int) -> dict:
+    """Tune every method on the same grid, then run every seed at the selected lr."""
+    from course_lib.results import collect_provenance, write_result
+
+    if tune_seed in seeds:
+        raise ValueError(f"the tuning seed {tune_seed} must not be an evaluation seed")
+    provenance = collect_provenance(
+        [tune_seed, *seeds], threads,
+        {"script": "benchmarks/bench_training.py", "function": "execute", "runs": REPRODUCE})
+    t0 = time.perf_counter()
+    print(f"tuning: {len(ALGOS)} methods x lr {list(grid)}, seed {tune_seed}, "
+          "evaluated on the training prompts")
+    tune_jobs = [(f"tune/{a}/lr={lr:g}", spec(a, tune_seed, {
+        **design_overrides(a, lr, samples, 50), "eval_split": "train"}, threads))
+        for a in ALGOS for lr in grid]
+    runs = _run_all(tune_jobs, n_jobs)
+    selected = {a: select_lr([r for r in runs if r["spec"]["algo"] == a]) for a in ALGOS}
+    print(f"selected learning rates: {selected}")
+    main_jobs = [(f"main/{a}/seed{s}", spec(a, s, design_overrides(
+        a, selected[a], samples, eval_every), threads)) for a in ALGOS for s in seeds]
+    main_jobs += [(f"variant/{name}/seed{s}", spec(algo, s, {**design_overrides(
+        algo, selected[algo], samples, eval_every), **extra}, threads))
+        for name, (algo, extra) in VARIANTS.items() for s in seeds]
+    runs += _run_all(main_jobs, n_jobs)
+    result = {"provenance": provenance,
+              "design": {"samples": samples, "seeds": list(seeds), "tune_seed": tune_seed,
+                         "grid": list(grid), "eval_every": eval_every, "threads": threads,
+                         "jobs": n_jobs, "dpo_steps": DPO_STEPS, "design": DESIGN,
+                         "variants": {k: {"algo": a, **x} for k, (a, x) in VARIANTS.items()},
+                         "selection": "highest final greedy accuracy on the training prompts"},
+              "selected_lr": selected, "runs": runs,
+              "total_seconds": time.perf_counter() - t0}
+    print_tables(result)
+    if json_out:
+        write_result(json_out, result)
     return result
 
 
@@ -294,12 +461,21 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("compare", help="GRPO vs PPO vs REINFORCE vs DPO")
-    c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    c = sub.add_parser("compare", help="GRPO vs PPO vs REINFORCE vs DPO, tuned on one grid")
+    c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     c.add_argument("--samples", type=int, default=128 * 200, help="sample budget per run")
     c.add_argument("--eval-every", type=int, default=10)
+    c.add_argument("--grid", type=float, nargs="+", default=list(GRID), help="lr grid")
+    c.add_argument("--tune-seed", type=int, default=100)
+    c.add_argument("--jobs", type=int, default=2, help="runs at a time (separate processes)")
     c.add_argument("--threads", type=int, default=1)
     c.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "training.json"))
+    e = sub.add_parser("execute", help="(internal) run one spec JSON, write its record")
+    e.add_argument("spec")
+    e.add_argument("out")
+    tb = sub.add_parser("table", help="print the tables of a compare result")
+    tb.add_argument("json", nargs="?",
+                    default=str(ROOT / "benchmarks" / "results" / "training.json"))
     r = sub.add_parser("r1", help="length vs accuracy under GRPO on multi-step sums")
     r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     r.add_argument("--steps", type=int, default=300)
@@ -315,7 +491,16 @@ def main(argv=None):
     t.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     if args.cmd == "compare":
-        compare(args.seeds, args.samples, args.eval_every, args.json, args.threads)
+        compare(args.seeds, args.samples, args.eval_every, args.grid, args.tune_seed,
+                args.jobs, args.json, args.threads)
+    elif args.cmd == "execute":
+        with open(args.spec) as f:
+            record = execute(json.load(f))
+        with open(args.out, "w") as f:
+            json.dump(record, f)
+    elif args.cmd == "table":
+        with open(args.json) as f:
+            print_tables(json.load(f))
     elif args.cmd == "r1":
         r1_experiment(args.seeds, args.steps, args.eval_every, args.json, args.threads)
     elif args.cmd == "target":
