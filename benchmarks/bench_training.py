@@ -110,10 +110,10 @@ def spec(algo: str, seed: int, overrides: dict, threads: int = 1) -> dict:
     """Everything one run needs, written out in full with today's defaults filled in."""
     from course_lib.model import ModelConfig
     from course_lib.sft import SFTConfig
-    from course_lib.train import make_task
+    from course_lib.tasks import TASKS
     from course_lib.trainers import TRAINERS
 
-    task = make_task("addition")
+    task = TASKS["addition"](seed=0)
     config = TRAINERS[algo][1](seed=seed, **overrides)
     model = ModelConfig(block_size=max(32, task.prompt_len + task.max_new_tokens))
     return {"algo": algo, "task": "addition", "warm_start_seed": 0, "threads": threads,
@@ -133,8 +133,10 @@ def execute(run_spec: dict) -> dict:
 
     from course_lib.model import ModelConfig
     from course_lib.sft import SFTConfig, warm_start
-    from course_lib.train import make_task, peak_rss_mb
+    from course_lib.tasks import TASKS
+    from course_lib.train import peak_rss_mb
     from course_lib.trainers import TRAINERS
+    from course_lib.trainers.metrics import TIMINGS
 
     trainer_cls, config_cls = TRAINERS[run_spec["algo"]]
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in run_spec["config"].items()}
@@ -142,7 +144,7 @@ def execute(run_spec: dict) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(run_spec["threads"])
     try:
-        task = make_task(run_spec["task"])
+        task = TASKS[run_spec["task"]](seed=0)
         policy = warm_start(task, seed=run_spec["warm_start_seed"],
                             model_config=ModelConfig(**run_spec["model_config"]),
                             sft_config=SFTConfig(**run_spec["sft_config"]))
@@ -153,7 +155,7 @@ def execute(run_spec: dict) -> dict:
         wall = time.perf_counter() - t0
     finally:
         torch.set_num_threads(threads)
-    timing_keys = ("wall", "eval_wall")
+    timing_keys = TIMINGS  # wall, step_seconds, eval_wall, eval_seconds
     return {
         "spec": run_spec,
         "exact": {k: v for k, v in history.items() if k not in timing_keys},
