@@ -315,9 +315,16 @@ class RemoteCaller:
 
         timeout = max(min(self.harness.decl.call_timeout, self.deadline - time.monotonic()),
                       0.5)
+        if fn in self.harness.stopped:
+            raise CheckFailed(f"{fn} was not called again: an earlier test had to stop it "
+                              "(it did not finish in time, or it ended the grader's worker)")
         self.harness.timeouts[fn] = timeout
         worker = self.harness.ensure_worker()
-        reply = worker.request(msg, timeout, on_env)
+        try:
+            reply = worker.request(msg, timeout, on_env)
+        except (CallTimeout, WorkerLost):
+            self.harness.stopped.add(fn)
+            raise
         return answer_to_result(fn, reply)
 
 
@@ -360,6 +367,7 @@ class Harness:
         self.bad: set[int] = set()  # cells that killed or hung a worker
         self.notes: list[str] = []
         self.timeouts: dict[str, float] = {}
+        self.stopped: set[str] = set()  # functions that hung or killed the worker
         self.timed_out = False
         self.crashed = False
         self.layers: dict = {}
