@@ -6,10 +6,10 @@ from the exchange, trusted grading, feedback, export), and ``nbgrader export`` r
 real command after it; generate_assignment and release_assignment run in-process through
 ``nbgrader.apps.NbGraderAPI`` (the same converters and exchange classes the commands and
 the formgrader use, without seconds of start-up per command; the drift test in
-test_assignments.py runs the ``generate_assignment`` command itself). The student side uses nbgrader's exchange
-classes in-process too (what ``nbgrader fetch_assignment`` and ``nbgrader submit
---student <id>`` run); one student per class goes through the real ``nbgrader submit
---student`` command.
+test_assignments.py runs the ``generate_assignment`` command itself). The student side
+uses nbgrader's exchange classes in-process too (what ``nbgrader fetch_assignment`` and
+``nbgrader submit --student <id>`` run); one student per class goes through the real
+``nbgrader submit --student`` command.
 
 The student id in the exchange is the OS login by default; every student here runs under
 the same login, so each one submits with an explicit student id

@@ -33,20 +33,15 @@ from nbgrader_flow import REPO, cell_index, solution_source
 pytestmark = pytest.mark.slow
 
 _MODULES = "['course_lib.grading_checks', 'course_lib.grading.checks']"
+# Replaces every check_* function of whichever checks module is importable (one line, so
+# the attacks below can run it at once, from a thread or from a signal handler).
+_REPLACE = ("[setattr(m, k, lambda *a, **kw: None) for n in " + _MODULES + " for m in "
+            "[__import__('importlib').util.find_spec(n) and __import__('importlib')."
+            "import_module(n)] if m for k in list(vars(m)) if k.startswith('check_')]")
 
 # Attack cells, each appended as a new code cell after the notebook's last answer cell.
 ATTACKS = {
-    "replace_checks": f"""
-import importlib
-for _name in {_MODULES}:
-    try:
-        _m = importlib.import_module(_name)
-    except ImportError:
-        continue
-    for _k in list(vars(_m)):
-        if _k.startswith('check_'):
-            setattr(_m, _k, lambda *a, **k: None)
-""",
+    "replace_checks": _REPLACE,
     "replace_internals": f"""
 import importlib
 for _name in {_MODULES}:
@@ -104,32 +99,17 @@ InteractiveShell._showtraceback = lambda self, *a, **k: None
 print('OK')
 """,
     "background_thread": f"""
-import threading, time, importlib
+import threading, time
 def _later():
-    time.sleep(0.05)
     for _ in range(2000):
-        for _name in {_MODULES}:
-            try:
-                _m = importlib.import_module(_name)
-            except ImportError:
-                continue
-            for _k in list(vars(_m)):
-                if _k.startswith('check_'):
-                    setattr(_m, _k, lambda *a, **k: None)
         time.sleep(0.005)
+        {_REPLACE}
 threading.Thread(target=_later, daemon=True).start()
 """,
     "signal_handler": f"""
-import signal, importlib
+import signal
 def _on_alarm(*_):
-    for _name in {_MODULES}:
-        try:
-            _m = importlib.import_module(_name)
-        except ImportError:
-            continue
-        for _k in list(vars(_m)):
-            if _k.startswith('check_'):
-                setattr(_m, _k, lambda *a, **k: None)
+    {_REPLACE}
 signal.signal(signal.SIGALRM, _on_alarm)
 signal.setitimer(signal.ITIMER_REAL, 0.01, 0.01)
 """,
@@ -142,7 +122,8 @@ import threading
 import course_lib
 def group_advantages(rewards, eps=1e-6):
     out = []
-    t = threading.Thread(target=lambda: out.append(course_lib.compute_group_advantages(rewards, eps)))
+    t = threading.Thread(
+        target=lambda: out.append(course_lib.compute_group_advantages(rewards, eps)))
     t.start(); t.join()
     return out[0]
 """),
@@ -250,11 +231,13 @@ def {name}(*args, **kwargs):
 # instructor's solution of the checkout being graded.
 WRONG = {
     "ps1_advantages": [
-        ("group_advantages", "std(dim=-1, keepdim=True)", "std(dim=-1, keepdim=True, unbiased=False)"),
+        ("group_advantages", "std(dim=-1, keepdim=True)",
+         "std(dim=-1, keepdim=True, unbiased=False)"),
         ("prob_degenerate_group", "return p**G + (1.0 - p) ** G", "return p**G"),
     ],
     "ps2_clipping": [
-        ("clipped_surrogate_loss", "per_seq[lengths > 0].mean()", "(per_token * mask).sum() / mask.sum()"),
+        ("clipped_surrogate_loss", "per_seq[lengths > 0].mean()",
+         "(per_token * mask).sum() / mask.sum()"),
         ("group_diversity", "distinct.float() / G", "distinct.float()"),
     ],
     "ps3_bandit": [("train_bandit_grpo", "loss.backward()", "(-loss).backward()")],

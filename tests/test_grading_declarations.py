@@ -46,7 +46,7 @@ def test_declarations_restate_the_test_cells(a):
 
 def _functions(a, wrong):
     ns = {"torch": torch}
-    for gid, src in _sources(a, wrong).items():
+    for src in _sources(a, wrong).values():
         exec(src, ns)
     return ns
 

@@ -1,8 +1,9 @@
 """A simulated class goes through the real nbgrader flow for ps1_advantages.
 
 generate -> release (local exchange) -> fetch -> submit -> `make grade` (collect, trusted
-grading, feedback, export) -> nbgrader export, with the submissions a real class produces. One module-scoped
-run (autograde costs seconds per submission); the tests below read its results.
+grading, feedback, export) -> nbgrader export, with the submissions a real class produces.
+One module-scoped run (grading costs seconds per submission); the tests below read its
+results.
 """
 
 import math

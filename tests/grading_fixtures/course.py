@@ -83,7 +83,8 @@ points = 2
 ok = "add: hidden OK"
 checks = [{check = "check_equal", function = "add", args = ["[2, 2]", "4"]},
           {check = "check_equal", function = "add", args = ["[-5, 5]", "0"], hidden = true},
-          {check = "check_equal", function = "add", args = ["[0.1, 0.2]", "0.3"], kwargs = {tol = 1e-9}, hidden = true}]
+          {check = "check_equal", function = "add", args = ["[0.1, 0.2]", "0.3"],
+           kwargs = {tol = 1e-9}, hidden = true}]
 
 [[tests]]
 grade_id = "test_mul"
