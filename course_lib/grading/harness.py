@@ -202,8 +202,9 @@ class FunctionWorker:
             import pwd
 
             entry = pwd.getpwnam(policy["user"])
-            for name in (scratch, path):
-                os.chown(name, entry.pw_uid, entry.pw_gid)
+            for root, dirs, files in os.walk(scratch):
+                for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
+                    os.chown(name, entry.pw_uid, entry.pw_gid)
         try:
             answer = zygote.spawn({"scratch": scratch, "socket": path, "env": env,
                                    "policy": policy, "threads": threads})
