@@ -311,8 +311,10 @@ class RemoteCaller:
                 if count[0] > MAX_ENV_REQUESTS:
                     raise ValueError("too many pulls in one call")
                 return {"ok": True, "value": encode(_env_answer(envs, request))}
-            except ValueError as exc:
+            except ValueError as exc:  # what the environment itself says (budget, indices)
                 return {"ok": False, "error": str(exc)}
+            except Exception:  # anything malformed the worker sent
+                return {"ok": False, "error": "malformed request to the environment"}
 
         timeout = max(min(self.harness.decl.call_timeout, self.deadline - time.monotonic()),
                       0.5)
@@ -337,13 +339,12 @@ def _env_answer(envs: list, request: dict) -> object:
         raise ValueError("malformed request to the environment")
     env = envs[index]
     if isinstance(env, BanditEnv) and method == "pull":
-        arg = Result("pull", args[0])
-        if Result._kind(args[0]) == "list":
+        if Result._kind(args[0]) == "list":  # a list of ints, as env.pull([0, 2]) allows
             flat = [x.get("v") for x in args[0]["v"]]
             if not all(type(x) is int for x in flat):
                 raise ValueError("arms must be integer arm indices")
             return env.pull(torch.tensor(flat, dtype=torch.long))
-        shape, flat = arg.tensor("arms", floating=False)
+        shape, flat = Result("pull", args[0]).tensor("arms", floating=False)
         dtype = getattr(torch, str(args[0].get("dtype")), None)
         if not isinstance(dtype, torch.dtype):
             raise ValueError("arms must be a tensor of arm indices")
@@ -417,9 +418,9 @@ class Harness:
         if text not in self.notes:
             self.notes.append(text)
 
-    def _missing_hint(self, fn: str) -> str:
-        refused = [c for c in self.cells if c.refused]
-        return " ".join(rules.message(c.label, c.refused) for c in refused)
+    def _refused_cells(self) -> str:
+        """Why the grader did not run some cells (appended to "is not defined")."""
+        return " ".join(rules.message(c.label, c.refused) for c in self.cells if c.refused)
 
     def run(self) -> dict[str, TestOutcome]:
         outcomes = {}
@@ -434,8 +435,8 @@ class Harness:
                          fn=check.function, **check.kwargs)
                 except CheckFailed as exc:
                     message = exc.hidden() if check.hidden else str(exc)
-                    if "is not defined" in str(exc) and self._missing_hint(check.function):
-                        message += ". " + self._missing_hint(check.function)
+                    if "is not defined" in str(exc) and self._refused_cells():
+                        message += ". " + self._refused_cells()
                 except CallTimeout:
                     self.timed_out = True
                     message = (f"{check.function} did not finish within "

@@ -81,10 +81,24 @@ checks = [{check = "check_equal", function = "add", args = ["[1, 2]", "3"]}]
 grade_id = "test_add_hidden"
 points = 2
 ok = "add: hidden OK"
-checks = [{check = "check_equal", function = "add", args = ["[2, 2]", "4"]},
-          {check = "check_equal", function = "add", args = ["[-5, 5]", "0"], hidden = true},
-          {check = "check_equal", function = "add", args = ["[0.1, 0.2]", "0.3"],
-           kwargs = {tol = 1e-9}, hidden = true}]
+
+[[tests.checks]]
+check = "check_equal"
+function = "add"
+args = ["[2, 2]", "4"]
+
+[[tests.checks]]
+check = "check_equal"
+function = "add"
+args = ["[-5, 5]", "0"]
+hidden = true
+
+[[tests.checks]]
+check = "check_equal"
+function = "add"
+args = ["[0.1, 0.2]", "0.3"]
+kwargs = {tol = 1e-9}
+hidden = true
 
 [[tests]]
 grade_id = "test_mul"
