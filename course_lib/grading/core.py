@@ -285,9 +285,19 @@ def _worker_init(opts: Options, cfg) -> None:
     _W["fzygote"] = Zygote(["numpy", "torch", "torch._dynamo"],
                            _kernel_env(_W["scratch_base"], 1), _W["scratch_base"], worker=True)
     _W["decl"] = declarations(cfg, opts.assignment)
+    _warm_up_optimiser()
     import atexit
 
     atexit.register(_worker_exit)
+
+
+def _warm_up_optimiser() -> None:
+    """One Adam step now: the first step of a torch optimiser imports torch._dynamo (about
+    1 s), which ps3's trusted GRPO replay would otherwise pay at its first student."""
+    import torch
+
+    w = torch.zeros(1, requires_grad=True)
+    torch.optim.Adam([w], lr=0.1).step()
 
 
 def preimports(names: tuple[str, ...], masters: dict[str, NotebookNode]) -> list[str]:

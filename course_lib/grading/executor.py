@@ -55,7 +55,6 @@ class RunReport:
     outcome: str = "completed"  # "completed", "timed out", "crashed", "tampered", "error"
     message: str = ""
     cells: dict[int, CellRun] = field(default_factory=dict)
-    tampered_with: list[str] = field(default_factory=list)
     truncated_cells: list[int] = field(default_factory=list)
     layers: dict = field(default_factory=dict)
     kernel_seconds: float = 0.0

@@ -216,6 +216,7 @@ class FunctionWorker:
             listener.settimeout(startup_timeout)
             try:
                 self.sock, _ = listener.accept()
+                self.sock.settimeout(10.0)  # a frame, once it starts, arrives promptly
             except OSError as exc:
                 self.kill()
                 raise KernelStartError(f"the sandboxed worker did not connect: {exc}") \
@@ -258,14 +259,10 @@ class FunctionWorker:
             if not ready:
                 continue
             try:
-                self.sock.settimeout(10.0)
                 reply = recv(self.sock)
             except (EOFError, OSError, ProtocolError) as exc:
                 self.kill()
                 raise WorkerLost(f"the process ended or sent garbage ({exc})") from None
-            finally:
-                if self.sock.fileno() >= 0:
-                    self.sock.settimeout(None)
             if not isinstance(reply, dict) or reply.get("id") != rid:
                 self.kill()
                 raise WorkerLost("it sent a message the grader did not ask for")
