@@ -12,6 +12,7 @@ import tempfile
 import textwrap
 
 import pytest
+from test_grading_adversarial import RESULTS
 
 import course_lib
 from course_lib.bandit import BanditEnv
@@ -55,16 +56,9 @@ PROBE = textwrap.dedent(f"""
         r = env.pull(torch.tensor([0, 1, 2]))
         found.append('pulled ' + str(r.tolist()))
         return '|'.join(found)
-    def forever(*args):
-        while True:
-            try:
-                while True:
-                    pass
-            except KeyboardInterrupt:
-                pass
     def huge(*args):
         return torch.zeros(5_000_000)
-""")
+""") + textwrap.dedent(RESULTS["sleeps_forever"]).replace("{name}", "forever")
 
 
 @pytest.fixture(scope="module")
