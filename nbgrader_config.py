@@ -1,9 +1,11 @@
 """nbgrader configuration of the course (nbgrader 0.9.6), read by every nbgrader command
-run from the repository root and by ``course_lib/grading`` (issue 6).
+run from the repository root and by ``course_lib/grading`` (docs/grading.md).
 
 Layout (see the README's "Exercises" section and the book's Exercises chapter):
 
     solutions/<id>/<id>.ipynb   instructor sources: solutions + visible and hidden tests
+    solutions/<id>/checks.toml  the same tests declared as data, run by the trusted grader
+                                (never released: see CourseDirectory.ignore below)
     exercises/<id>/<id>.ipynb   student versions made by `nbgrader generate_assignment <id>`
                                 (committed, so the book can link to them)
     submitted/ autograded/ feedback/ gradebook.db    grading working folders, not committed
@@ -19,6 +21,10 @@ can grade elsewhere without editing this file:
     NBGRADER_CELL_TIMEOUT  seconds a single cell may run when autograding (default 60)
 
 Remember: nbgrader runs `alembic` by name, so the venv's bin/ must be on PATH.
+
+Grades for credit: `make grade ASSIGNMENT=<id>` (python -m course_lib.grading). Plain
+`nbgrader autograde` (and the formgrader's autograde button) runs the test cells in the
+student's own kernel, which the student's code controls: fine for practice, not for credit.
 """
 
 import os
@@ -40,7 +46,9 @@ c.CourseDirectory.db_url = os.environ.get(
     "NBGRADER_DB_URL", "sqlite:///" + os.path.join(_root, "gradebook.db")
 )
 # Only notebooks are assignment material; never copy caches or checkpoints to students.
-c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".*"]
+# checks.toml holds the hidden tests' inputs: it must never reach exercises/ or students.
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".*",
+                            "checks.toml"]
 
 # --- exchange (release / fetch / submit / collect) ---------------------------------------
 if os.environ.get("NBGRADER_EXCHANGE"):
@@ -49,16 +57,18 @@ if os.environ.get("NBGRADER_EXCHANGE"):
 # --- execution ---------------------------------------------------------------------------
 # Every test cell of the assignments finishes in < 5 s on a 2-core laptop; a student's
 # cell gets much more before it is interrupted. (A loop that ignores SIGINT still ends the
-# run for that student; course_lib/grading handles it, see issue 6.)
+# run for that student; course_lib/grading handles it, see docs/grading.md.)
 c.Execute.timeout = int(os.environ.get("NBGRADER_CELL_TIMEOUT", "60"))
 c.Execute.interrupt_on_timeout = True
 
 # --- feedback never shows hidden tests ----------------------------------------------------
-# nbgrader's default feedback shows hidden tests; HideHiddenTests removes their source and
-# reduces the tracebacks of those cells to "<Error>: <message>".
+# nbgrader's default feedback shows hidden tests; SanitizeFeedback (the course's one
+# sanitizer, also used by course_lib.grading) keeps only "<Error>: <message>" of cells with
+# hidden tests and redacts hidden lines anywhere; ClearHiddenTests then removes their source.
 from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
-from nbgrader.preprocessors import GetGrades  # noqa: E402
+from nbgrader.preprocessors import ClearHiddenTests, GetGrades  # noqa: E402
 
-from course_lib.nbgrader_ext import HideHiddenTests  # noqa: E402
+from course_lib.grading.feedback import SanitizeFeedback  # noqa: E402
 
-c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]
+c.GenerateFeedback.preprocessors = [GetGrades, CSSHTMLHeaderPreprocessor, SanitizeFeedback,
+                                    ClearHiddenTests]

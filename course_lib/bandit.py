@@ -54,6 +54,8 @@ __all__ = [
     "grpo_bandit_batch",
     "reinforce_bandit",
     "train_bandit_grpo",
+    "BanditEnv",
+    "BernoulliRewards",
     "HISTORY_KEYS",
 ]
 
@@ -405,3 +407,89 @@ def train_bandit_grpo(
     cfg = BanditGRPOConfig(group_size=group_size, steps=steps, lr=lr, clip_eps=clip_eps,
                            seed=seed, mu=2)
     return grpo_bandit(arm_probs, cfg).probs
+
+
+# ----------------------------------------------------------------------------------------
+# Opaque environments for the assignments (ps1_advantages, ps3_bandit). A learner sees only
+# what it draws; the success probabilities stay with whoever built the environment. When
+# an assignment is graded, the grader keeps the environment in its own (trusted) process
+# and answers each draw over the channel to the student's sandboxed worker
+# (course_lib/grading, docs/grading.md), so the probabilities never exist where the
+# student's code runs.
+class BanditEnv:
+    """A K-armed Bernoulli bandit that only answers pulls, with a budget of pulls.
+
+    ``pull(arms)`` returns one binary reward per arm index, drawn with the environment's own
+    generator (seeded with ``seed``): the same seed and the same pulls give the same
+    rewards, whoever pulls. Every pull is recorded (``history``: a list of ``(arms,
+    rewards)`` pairs, the grader's record of what the learner saw) and counted against
+    ``budget`` (None: unlimited); a pull past the budget raises ValueError.
+
+    Args:
+        arm_probs: (K,) success probabilities in [0, 1], K >= 2.
+        seed: seeds the reward generator.
+        budget: most pulls allowed in total (for GRPO: group_size * steps).
+
+    Attributes:
+        n_arms: K, the only thing a learner knows before pulling.
+    """
+
+    def __init__(self, arm_probs: Tensor | list[float], seed: int = 0,
+                 budget: int | None = None):
+        self._probs = _as_probs(arm_probs)  # (K,)
+        if budget is not None and (not isinstance(budget, int) or budget < 0):
+            raise ValueError(f"budget must be a non-negative int or None, got {budget!r}")
+        self._gen = torch.Generator().manual_seed(int(seed))
+        self.n_arms = int(self._probs.shape[0])
+        self.budget = budget
+        self.pulls = 0
+        self.history: list[tuple[Tensor, Tensor]] = []
+
+    def pull(self, arms: Tensor | list[int]) -> Tensor:
+        """Rewards (n,) float 0/1 for the arm indices ``arms`` (n,), in order."""
+        a = torch.as_tensor(arms)
+        if a.dim() != 1 or a.dtype.is_floating_point or a.dtype == torch.bool:
+            raise ValueError(f"arms must be a 1-D tensor of arm indices (integers), got "
+                             f"shape {tuple(a.shape)} and dtype {a.dtype}")
+        a = a.long()
+        if a.numel() and (int(a.min()) < 0 or int(a.max()) >= self.n_arms):
+            raise ValueError(f"arm indices must be in 0..{self.n_arms - 1}, got "
+                             f"{a.tolist()[:8]}")
+        if self.budget is not None and self.pulls + a.numel() > self.budget:
+            raise ValueError(f"pull budget exhausted: {self.pulls} pulls made, {a.numel()} "
+                             f"more asked, budget {self.budget} (group_size * steps)")
+        u = torch.rand(a.shape, generator=self._gen)  # (n,)
+        rewards = (u < self._probs[a]).float()  # (n,)
+        self.pulls += int(a.numel())
+        self.history.append((a.clone(), rewards.clone()))
+        return rewards
+
+
+class BernoulliRewards:
+    """Binary rewards with a hidden success rate ``p``: ``draw(n)`` returns n of them.
+
+    The source of ps1's simulation: a learner can count what it draws but cannot read
+    ``p``. Draws come from the source's own generator (seeded with ``seed``) and are
+    recorded in ``history`` (a list of (n,) tensors) and counted in ``drawn``.
+    """
+
+    def __init__(self, p: float, seed: int = 0, budget: int | None = None):
+        if not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
+            raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
+        self._p = float(p)
+        self._gen = torch.Generator().manual_seed(int(seed))
+        self.budget = budget
+        self.drawn = 0
+        self.history: list[Tensor] = []
+
+    def draw(self, n: int) -> Tensor:
+        """n binary rewards (float 0/1), each 1 with probability p."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"n must be a non-negative int, got {n!r}")
+        if self.budget is not None and self.drawn + n > self.budget:
+            raise ValueError(f"draw budget exhausted: {self.drawn} drawn, {n} more asked, "
+                             f"budget {self.budget}")
+        r = (torch.rand(n, generator=self._gen) < self._p).float()  # (n,)
+        self.drawn += n
+        self.history.append(r.clone())
+        return r

@@ -1,15 +1,15 @@
 """Helpers of the nbgrader round-trip tests: a temporary course, a local exchange, students.
 
 The repository's own ``nbgrader_config.py`` is copied into a temporary course root. The
-costly step, ``nbgrader autograde``, and ``nbgrader export`` run as real commands; the
-other instructor steps (generate_assignment, release_assignment, collect,
-generate_feedback) run in-process through ``nbgrader.apps.NbGraderAPI`` (the same
-converters and exchange classes the commands and the formgrader use, without seconds of
-start-up per command; the drift test in test_assignments.py runs the
-``generate_assignment`` command itself). The student side uses nbgrader's exchange
-classes in-process too (what ``nbgrader fetch_assignment`` and ``nbgrader submit
---student <id>`` run); one student per class goes through the real ``nbgrader submit
---student`` command.
+grading step is what ``make grade`` runs, ``python -m course_lib.grading <id>`` (collect
+from the exchange, trusted grading, feedback, export), and ``nbgrader export`` runs as a
+real command after it; generate_assignment and release_assignment run in-process through
+``nbgrader.apps.NbGraderAPI`` (the same converters and exchange classes the commands and
+the formgrader use, without seconds of start-up per command; the drift test in
+test_assignments.py runs the ``generate_assignment`` command itself). The student side
+uses nbgrader's exchange classes in-process too (what ``nbgrader fetch_assignment`` and
+``nbgrader submit --student <id>`` run); one student per class goes through the real
+``nbgrader submit --student`` command.
 
 The student id in the exchange is the OS login by default; every student here runs under
 the same login, so each one submits with an explicit student id
@@ -239,19 +239,17 @@ def run_class(tmp: Path, assignment: str, make_submissions) -> ClassResult:
     t["fetch+submit"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    api_call(api.collect(assignment, update=True), "collect")
-    t["collect"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = nbgrader(["autograde", assignment, "--force"], course, env, check=False)
+    proc = subprocess.run([sys.executable, "-m", "course_lib.grading", assignment,
+                           "--course-dir", str(course), "--workers", "2", "--quiet"],
+                          cwd=course, env=env, capture_output=True, text=True)
     autograde_s = time.perf_counter() - t0
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t["autograde"] = autograde_s
+    t["grade"] = autograde_s
     # CPU seconds of the command and its kernels: a load-independent cost per submission
-    t["autograde_cpu"] = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-    t0 = time.perf_counter()
-    api_call(api.generate_feedback(assignment, force=True), "generate_feedback")
-    t["generate_feedback"] = time.perf_counter() - t0
+    t["grade_cpu"] = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    if proc.returncode != 0:
+        raise AssertionError(f"grading failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     t0 = time.perf_counter()
     nbgrader(["export", "--to", str(course / "grades.csv")], course, env)
     t["export"] = time.perf_counter() - t0
@@ -276,6 +274,6 @@ def run_class(tmp: Path, assignment: str, make_submissions) -> ClassResult:
         feedback[student] = html.unescape(f.read_text()) if f.exists() else ""
     with open(course / "grades.csv") as fh:
         rows = [r for r in csv.DictReader(fh) if r["assignment"] == assignment]
-    t["autograde_returncode"] = proc.returncode
+    t["grade_returncode"] = proc.returncode
     return ClassResult(course, scores, max_score, cells, feedback, rows, autograde_s, t,
                        proc.stdout + proc.stderr)

@@ -48,12 +48,15 @@ def test_structure(a):
     manual = [m for m in meta if m.get("grade") and m.get("solution")]
     assert manual, f"{a} has no manually graded answer"
     first_code = next(c for c in nb.cells if c.cell_type == "code")
-    assert "course_lib.grading_checks" in first_code.source  # checks load before student code
+    assert "course_lib.grading.checks" in first_code.source  # checks load before student code
     assert by_id["setup"][1]["locked"]
 
 
 @pytest.mark.parametrize("a", ASSIGNMENTS)
 def test_student_version_has_no_solutions_or_hidden_tests(a):
+    assert (REPO / "solutions" / a / "checks.toml").exists()
+    assert sorted(p.name for p in (REPO / "exercises" / a).iterdir()) == [f"{a}.ipynb"], \
+        "only the notebook is released (checks.toml holds the hidden inputs)"
     text = (REPO / "exercises" / a / f"{a}.ipynb").read_text()
     for marker in ("BEGIN SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"):
         assert marker not in text

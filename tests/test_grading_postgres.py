@@ -33,7 +33,7 @@ def postgres_url():
 
 
 STUDENTS = {"good": 5, "good2": 5, "good3": 5, "partial": 3, "partial2": 3, "os_exit": 3,
-            "invalid_json": 0, "patches_traceback": 0}
+            "invalid_json": 0, "patches_traceback": 0}  # scores of fx.EXPECTED
 
 
 def test_two_shards_grade_into_one_postgres_gradebook(postgres_url, tmp_path):

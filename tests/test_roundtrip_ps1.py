@@ -1,8 +1,9 @@
 """A simulated class goes through the real nbgrader flow for ps1_advantages.
 
-generate -> release (local exchange) -> fetch -> submit -> collect -> autograde ->
-generate_feedback -> export, with the submissions a real class produces. One module-scoped
-run (autograde costs seconds per submission); the tests below read its results.
+generate -> release (local exchange) -> fetch -> submit -> `make grade` (collect, trusted
+grading, feedback, export) -> nbgrader export, with the submissions a real class produces.
+One module-scoped run (grading costs seconds per submission); the tests below read its
+results.
 """
 
 import math
@@ -53,8 +54,8 @@ def submissions(nb):
             group_advantages="def group_advantages(rewards, eps=1e-6):\n"
                              "    return rewards - rewards.mean()\n",
             prob_degenerate_group="def prob_degenerate_group(p, G):\n    return p ** G\n",
-            simulate_degenerate_share="def simulate_degenerate_share(p, G, n_groups=20000,"
-                                      " seed=0):\n    return p ** G + (1 - p) ** G\n"),
+            simulate_degenerate_share="def simulate_degenerate_share(source, G, n_groups=20000):"
+                                      "\n    return 0.5 ** G * 2\n"),
         "delegating": variant(
             **{**correct,
                "group_advantages": "from course_lib import compute_group_advantages as cga\n"
@@ -91,7 +92,7 @@ EXPECTED = {
     "wrong": 0,
     "delegating": PROB + SIM,
     "edits_test": DEGENERATE + PROB + SIM,
-    "deletes_test": VALUES + BATCHED + DEGENERATE + SIM,
+    "deletes_test": FULL,  # the grader restores deleted test cells
     "raising": PROB + SIM,
     "syntax_error": PROB + SIM,
     "patches_checks": DEGENERATE + PROB + SIM,
@@ -123,7 +124,7 @@ def test_feedback_exists_without_hidden_tests(graded):
         assert not leaked, f"feedback of {student} shows hidden tests: {leaked[:3]}"
     # failing hidden tests still explain what is wrong, without their code
     assert "population std" in graded.feedback["partial"]
-    assert "reference implementation" in graded.feedback["delegating"]
+    assert "not run by the grader" in graded.feedback["delegating"]
 
 
 def test_export_has_one_row_per_student(graded):

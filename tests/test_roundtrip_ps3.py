@@ -6,8 +6,8 @@ from nbgrader_flow import hidden_lines, run_class, set_source, solution_source
 pytestmark = pytest.mark.slow  # autograde: seconds per submission
 
 A = "ps3_bandit"
-OUTPUT, EASY, TEN, GROUPS = 1, 2, 3, 2
-FULL = OUTPUT + EASY + TEN + GROUPS
+OUTPUT, UPDATE, EASY, TEN, GROUPS = 1, 2, 2, 2, 1
+FULL = OUTPUT + UPDATE + EASY + TEN + GROUPS
 
 
 def submissions(nb):
@@ -23,22 +23,22 @@ def submissions(nb):
         "correct": variant(train_bandit_grpo=correct),
         "unmodified": variant(),
         # draws from torch's global generator: learns, but ignores the seed
-        "unseeded": variant(train_bandit_grpo=correct.replace(", generator=g", "")),
+        "unseeded": variant(train_bandit_grpo=correct.replace("generator=g)", "generator=None)")),
         # maximises the loss: a probability vector, seeded, but it finds the WORST arm
         "wrong_sign": variant(train_bandit_grpo=correct.replace("loss.backward()",
                                                                 "(-loss).backward()")),
         "delegating": variant(train_bandit_grpo=(
             "from course_lib.bandit import train_bandit_grpo as _reference\n"
-            "def train_bandit_grpo(arm_probs, group_size=8, steps=300, lr=0.1, clip_eps=0.2,"
+            "def train_bandit_grpo(env, group_size=8, steps=300, lr=0.1, clip_eps=0.2,"
             " seed=0):\n"
-            "    return _reference(arm_probs, group_size, steps, lr, clip_eps, seed)\n")),
+            "    return _reference(env, group_size, steps, lr, clip_eps, seed)\n")),
     }
 
 
 EXPECTED = {
     "correct": FULL,
     "unmodified": 0,
-    "unseeded": EASY + TEN + GROUPS,
+    "unseeded": UPDATE + EASY + TEN + GROUPS,
     "wrong_sign": OUTPUT,
     "delegating": 0,
 }
@@ -60,5 +60,5 @@ def test_scores_feedback_export(graded):
     for student in EXPECTED:
         assert graded.feedback[student], f"no feedback for {student}"
         assert not [ln for ln in secrets if ln in graded.feedback[student]], student
-    assert "reference implementation" in graded.feedback["delegating"]
+    assert "not run by the grader" in graded.feedback["delegating"]
     assert sorted(r["student_id"] for r in graded.csv_rows) == sorted(EXPECTED)

@@ -29,7 +29,8 @@ import nbformat
 from nbformat import NotebookNode
 
 STATUSES = ("graded", "timed out", "crashed", "tampered", "unreadable", "error")
-GRADER_VERSION = "1"
+GRADER_VERSION = "2"  # 2: grades from the trusted harness (issue 12)
+DECLARATIONS = "checks.toml"
 STATE_DIR = ".grading"  # under the autograded folder; glob("*") never lists it as a student
 
 log = logging.getLogger("course_lib.grading")
@@ -178,8 +179,46 @@ def build_masters(cfg, assignment: str) -> dict[str, NotebookNode]:
     return masters
 
 
-def master_fingerprint(masters: dict[str, NotebookNode]) -> str:
-    h = hashlib.sha256(GRADER_VERSION.encode())
+def declarations_path(cfg, assignment: str) -> str:
+    cd = _coursedir(cfg, assignment, ".")
+    return os.path.join(cd.format_path(cd.source_directory, ".", assignment), DECLARATIONS)
+
+
+def declarations(cfg, assignment: str):
+    """The assignment's trusted checks (``solutions/<id>/checks.toml``)."""
+    from .harness import load_declarations
+
+    path = declarations_path(cfg, assignment)
+    if not os.path.exists(path):
+        raise GradingError(
+            f"no {DECLARATIONS} for {assignment!r} ({path}): this grader computes grades "
+            "from declared checks only; plain `nbgrader autograde` runs the notebook's test "
+            "cells in the student's kernel instead (see docs/grading.md)")
+    try:
+        return load_declarations(path)
+    except (OSError, ValueError, SyntaxError, KeyError) as exc:
+        raise GradingError(f"invalid {path}: {exc}") from exc
+
+
+def check_agreement(masters: dict[str, NotebookNode], decl) -> None:
+    """Every autograded test cell of the masters is declared with the same points, and
+    nothing else is: raise GradingError otherwise."""
+    from .restore import is_instructor_cell
+
+    cells = {}
+    for nb in masters.values():
+        for cell in nb.cells:
+            meta = cell.metadata.get("nbgrader", {})
+            if meta.get("grade") and is_instructor_cell(cell) and cell.cell_type == "code":
+                cells[meta["grade_id"]] = float(meta.get("points", 0))
+    declared = {t.grade_id: t.points for t in decl.tests}
+    if cells != declared:
+        raise GradingError(f"the declared checks do not match the notebook's test cells: "
+                           f"notebook {cells}, {DECLARATIONS} {declared}")
+
+
+def master_fingerprint(masters: dict[str, NotebookNode], extra: str = "") -> str:
+    h = hashlib.sha256((GRADER_VERSION + extra).encode())
     for nb_id in sorted(masters):
         h.update(nb_id.encode())
         h.update(json.dumps([c.source for c in masters[nb_id].cells]).encode())
@@ -243,9 +282,22 @@ def _worker_init(opts: Options, cfg) -> None:
     os.chmod(_W["scratch_base"], 0o711)
     _W["zygote"] = Zygote(preimports(opts.preimport, _W["masters"]),
                           _kernel_env(_W["scratch_base"], 1), _W["scratch_base"])
+    _W["fzygote"] = Zygote(["numpy", "torch", "torch._dynamo"],
+                           _kernel_env(_W["scratch_base"], 1), _W["scratch_base"], worker=True)
+    _W["decl"] = declarations(cfg, opts.assignment)
+    _warm_up_optimiser()
     import atexit
 
     atexit.register(_worker_exit)
+
+
+def _warm_up_optimiser() -> None:
+    """One Adam step now: the first step of a torch optimiser imports torch._dynamo (about
+    1 s), which ps3's trusted GRPO replay would otherwise pay at its first student."""
+    import torch
+
+    w = torch.zeros(1, requires_grad=True)
+    torch.optim.Adam([w], lr=0.1).step()
 
 
 def preimports(names: tuple[str, ...], masters: dict[str, NotebookNode]) -> list[str]:
@@ -280,8 +332,9 @@ def preimports(names: tuple[str, ...], masters: dict[str, NotebookNode]) -> list
 
 
 def _worker_exit() -> None:
-    if "zygote" in _W:
-        _W["zygote"].close()
+    for name in ("zygote", "fzygote"):
+        if name in _W:
+            _W[name].close()
     shutil.rmtree(_W.get("scratch_base", ""), ignore_errors=True)
 
 
@@ -373,6 +426,82 @@ def _zero_tests(nb: NotebookNode, why: str) -> None:
             cell.outputs = [_error_output("NotGraded", why)]
 
 
+def _test_cells(nb: NotebookNode) -> dict[int, str]:
+    """Index -> grade_id of the autograded test cells (instructor code cells with points)."""
+    from .restore import is_instructor_cell
+
+    found = {}
+    for i, cell in enumerate(nb.cells):
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type == "code" and meta.get("grade") and is_instructor_cell(cell):
+            found[i] = meta["grade_id"]
+    return found
+
+
+def _kernel_phase(conv, nb, resources, notebook_filename, skip: set[int]):
+    """Run the notebook's other cells in a sandboxed kernel, for the feedback and the
+    hand-graded answers (plots, printed results). Nothing it does reaches a grade."""
+    from .executor import OutputLimits, SandboxedKernel, run_notebook
+
+    opts = _W["opts"]
+    scratch = _make_scratch(
+        _W["scratch_base"],
+        conv.coursedir.format_path(conv.coursedir.release_directory, ".",
+                                   resources["nbgrader"]["assignment"]),
+        os.path.dirname(notebook_filename) if opts.student_files else None)
+    try:
+        kernel = SandboxedKernel(_W["zygote"], scratch, _policy(opts, scratch),
+                                 _kernel_env(scratch, _threads(opts)), _threads(opts))
+        try:
+            return run_notebook(nb, kernel, _W["timeout"], OutputLimits(), skip)
+        finally:
+            kernel.shutdown()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _threads(opts: Options) -> int:
+    return max(1, (os.cpu_count() or 1) // max(opts.workers, 1))
+
+
+def _harness_phase(nb: NotebookNode, master: NotebookNode, tests: dict[int, str]):
+    """The grade: declared checks against the student's functions in a sandboxed worker;
+    writes each test cell's outputs (what nbgrader scores)."""
+    from .executor import _error_output
+    from .harness import FunctionWorker, Harness, graded_cells
+
+    opts = _W["opts"]
+    scratches: list[str] = []
+
+    def spawn() -> FunctionWorker:
+        scratch = tempfile.mkdtemp(prefix="f-", dir=_W["scratch_base"])
+        os.makedirs(os.path.join(scratch, "tmp"), exist_ok=True)
+        scratches.append(scratch)
+        policy = {**_policy(opts, scratch), "read_only": []}
+        return FunctionWorker(_W["fzygote"], scratch, policy, _kernel_env(scratch, 1), 1)
+
+    start = time.monotonic()
+    harness = Harness(_W["decl"], graded_cells(nb, master), spawn, _W["timeout"])
+    try:
+        outcomes = harness.run()
+    finally:
+        harness.close()
+        for scratch in scratches:
+            shutil.rmtree(scratch, ignore_errors=True)
+    harness.seconds = time.monotonic() - start
+    for index, grade_id in tests.items():
+        outcome = outcomes.get(grade_id)
+        cell = nb.cells[index]
+        cell.execution_count = None
+        if outcome is not None and outcome.passed:
+            cell.outputs = [NotebookNode(output_type="stream", name="stdout",
+                                         text=outcome.message + "\n")]
+        else:
+            why = outcome.message if outcome is not None else "this test is not declared"
+            cell.outputs = [_error_output("CheckFailed", why)]
+    return harness
+
+
 def _make_converter():
     """nbgrader's Autograde converter with the in-memory, sandboxed notebook step."""
     from nbconvert.preprocessors import ClearMetadataPreprocessor
@@ -384,7 +513,7 @@ def _make_converter():
         SaveAutoGrades,
     )
 
-    from .executor import KernelStartError, OutputLimits, SandboxedKernel, run_notebook
+    from .executor import KernelStartError
     from .restore import Unreadable, read_submission, restore
 
     class SandboxedAutograde(Autograde):
@@ -407,35 +536,23 @@ def _make_converter():
                 record = {"status": "unreadable", "message": str(exc)}
             else:
                 nb, rep = restore(sub, master)
-                scratch = _make_scratch(
-                    _W["scratch_base"],
-                    self.coursedir.format_path(self.coursedir.release_directory, ".",
-                                               resources["nbgrader"]["assignment"]),
-                    os.path.dirname(notebook_filename) if opts.student_files else None)
-                try:
-                    threads = max(1, (os.cpu_count() or 1) // max(opts.workers, 1))
-                    kernel = SandboxedKernel(_W["zygote"], scratch, _policy(opts, scratch),
-                                             _kernel_env(scratch, threads), threads)
-                    try:
-                        run = run_notebook(nb, kernel, _W["timeout"], OutputLimits(),
-                                           rep.instructor_indices)
-                    finally:
-                        kernel.shutdown()
-                finally:
-                    shutil.rmtree(scratch, ignore_errors=True)
+                tests = _test_cells(nb)
+                run = _kernel_phase(self, nb, resources, notebook_filename, set(tests))
                 if run.outcome == "error":
                     raise KernelStartError(run.message)
+                harness = _harness_phase(nb, master, tests)
                 notes = []
-                if run.outcome == "tampered":
-                    _zero_tests(nb, "not graded: " + run.message)
-                    record = {"status": "tampered", "message": run.message}
-                elif run.outcome in ("timed out", "crashed"):
+                if run.outcome in ("timed out", "crashed"):
                     record = {"status": run.outcome, "message": run.message}
-                elif rep.tampered:
-                    record = {"status": "tampered", "message": ""}
+                elif harness.timed_out:
+                    record = {"status": "timed out", "message": ""}
+                elif harness.crashed:
+                    record = {"status": "crashed", "message": ""}
                 if rep.tampered:
+                    record = {"status": "tampered", "message": record["message"]}
                     notes.append("test cells were restored from the instructor's version ("
                                  + rep.describe() + ")")
+                notes += harness.notes
                 oom = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and any(
                     o.get("ename") == "MemoryError" for o in c.outputs)]
                 if oom:
@@ -446,7 +563,9 @@ def _make_converter():
                                  "truncated")
                 record["message"] = "; ".join([m for m in [record["message"], *notes] if m])
                 record["layers"] = run.layers
+                record["worker_layers"] = harness.layers
                 record["kernel_seconds"] = round(run.kernel_seconds, 3)
+                record["harness_seconds"] = round(harness.seconds, 3)
                 slow = sorted(run.cells.items(), key=lambda kv: -kv[1].seconds)[:3]
                 record["slowest_cells"] = [  # 1-based, as in the feedback
                     [i + 1, round(c.seconds, 3)] for i, c in slow]
@@ -493,7 +612,8 @@ def _feedback(cfg, cd, assignment: str, student: str) -> None:
 
     conv = CachedFeedback(coursedir=cd, config=cfg)
     extra = [p for p in conv.preprocessors
-             if p not in (GetGrades, CSSHTMLHeaderPreprocessor, ClearHiddenTests)]
+             if p not in (GetGrades, CSSHTMLHeaderPreprocessor, ClearHiddenTests,
+                          SanitizeFeedback)]
     conv.preprocessors = [GetGrades, CSSHTMLHeaderPreprocessor, SanitizeFeedback, *extra,
                           ClearHiddenTests]
     conv.force = True
@@ -583,11 +703,15 @@ def run(opts: Options) -> list[StudentResult]:
             _collect(cfg, opts.assignment)
         ensure_assignment(cfg, opts.assignment)
         masters = build_masters(cfg, opts.assignment)
+        decl = declarations(cfg, opts.assignment)
+        check_agreement(masters, decl)
+        with open(declarations_path(cfg, opts.assignment), "rb") as fh:
+            decl_text = hashlib.sha256(fh.read()).hexdigest()
     except GradingError:
         raise
     except Exception as exc:
         raise GradingError(f"could not prepare assignment {opts.assignment!r}: {exc}") from exc
-    extra = master_fingerprint(masters) + json.dumps([timeout, opts.memory_mb])
+    extra = master_fingerprint(masters, decl_text) + json.dumps([timeout, opts.memory_mb])
     pattern = cd.format_path(cd.submitted_directory, "*", opts.assignment)
     students = sorted(os.path.basename(os.path.dirname(p)) for p in glob.glob(pattern)
                       if os.path.isdir(p))

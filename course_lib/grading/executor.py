@@ -8,14 +8,13 @@ Unlike nbclient (which nbgrader's ``Execute`` uses), this executor
   run as failed, so a dead kernel never earns points for the tests after it;
 * caps what a cell may print (huge outputs are truncated before they reach the grader's
   memory, the gradebook or the feedback);
-* runs hidden-test cells without storing them in the kernel's history, wipes them from
-  ``linecache`` afterwards, and checks at the end that the kernel's error reporting and
-  execution machinery were not replaced by the student's code (``tampered``).
+* never runs the test cells: their outputs, which nbgrader scores, are written by the
+  trusted harness (:mod:`.harness`), so nothing the notebook's code does in this kernel
+  can change a grade, and the hidden tests never reach it.
 """
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import queue
@@ -28,62 +27,6 @@ from dataclasses import dataclass, field
 
 from nbformat import NotebookNode
 from nbformat.v4 import output_from_msg
-
-HIDDEN_MARK = "BEGIN HIDDEN TESTS"
-
-# Runs before any student code: snapshots the objects whose replacement would let code
-# fake test results, and installs an audit hook (audit hooks cannot be removed) that notes
-# attempts to add further audit hooks. The names are random per run.
-_PREAMBLE = r'''
-def {name}():
-    import sys, builtins
-    ip = get_ipython()
-    k = getattr(ip, "kernel", None)
-    def snapshot(_ip=ip, _k=k, _sys=sys):
-        objs = {{
-            "run_cell": _ip.run_cell, "run_cell_async": _ip.run_cell_async,
-            "run_ast_nodes": _ip.run_ast_nodes, "run_code": _ip.run_code,
-            "showtraceback": _ip.showtraceback, "_showtraceback": _ip._showtraceback,
-            "showsyntaxerror": _ip.showsyntaxerror,
-            "do_execute": getattr(_k, "do_execute", None),
-            "execute_request": getattr(_k, "shell_handlers", {{}}).get("execute_request"),
-            "send_response": getattr(_k, "send_response", None),
-        }}
-        return {{n: getattr(v, "__func__", v) for n, v in objs.items()}}
-    base = snapshot()
-    bins = dict(vars(builtins))
-    flags = []
-    def hook(event, args, _flags=flags):
-        if event == "sys.addaudithook":  # (settrace/setprofile: libraries use them)
-            _flags.append(event)
-    sys.addaudithook(hook)
-    def check(_snap=snapshot, _base=base, _bins=bins, _flags=flags, _sys=sys, _b=builtins):
-        now = _snap()
-        bad = sorted(n for n, v in now.items() if v is not _base[n])
-        bad += sorted("builtins." + n for n, v in vars(_b).items()
-                      if n in _bins and v is not _bins[n] and not n.startswith("_")
-                      and n not in ("input", "raw_input", "display", "get_ipython"))
-        if _sys.gettrace() is not None or _sys.getprofile() is not None:
-            bad.append("tracer")
-        bad += sorted(set(_flags))
-        return bad
-    return check
-{check} = {name}()
-del {name}
-'''
-
-# After each hidden-test cell: forget its source (linecache keeps every cell for
-# tracebacks) and the last exception (its frames hold the test's code objects).
-_SCRUB = r'''
-import linecache as _lc, sys as _s
-for _c in (_lc.cache, getattr(_lc, "_ipython_cache", {{}})):
-    for _key in [k for k, v in list(_c.items())
-                 if any("{mark}" in line for line in (v[2] if len(v) > 2 else []))]:
-        _c.pop(_key, None)
-_s.last_type = _s.last_value = _s.last_traceback = None
-_s.__dict__.pop("last_exc", None)
-del _lc, _s, _c
-'''
 
 
 @dataclass
@@ -112,7 +55,6 @@ class RunReport:
     outcome: str = "completed"  # "completed", "timed out", "crashed", "tampered", "error"
     message: str = ""
     cells: dict[int, CellRun] = field(default_factory=dict)
-    tampered_with: list[str] = field(default_factory=list)
     truncated_cells: list[int] = field(default_factory=list)
     layers: dict = field(default_factory=dict)
     kernel_seconds: float = 0.0
@@ -123,11 +65,15 @@ class KernelStartError(RuntimeError):
 
 
 class Zygote:
-    """A worker's kernel factory process (see :mod:`.zygote`)."""
+    """A worker's factory of kernels, or with ``worker=True`` of function workers (see
+    :mod:`.zygote`; started by path, a worker zygote never imports course_lib)."""
 
-    def __init__(self, preimport: list[str], env: dict[str, str], cwd: str):
+    def __init__(self, preimport: list[str], env: dict[str, str], cwd: str,
+                 worker: bool = False):
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zygote.py")
+        cmd = [sys.executable, "-I", path, "--worker"] if worker else [sys.executable, path]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "course_lib.grading.zygote", *preimport],
+            [*cmd, *preimport],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=cwd, text=True,
             close_fds=True,
         )
@@ -343,24 +289,15 @@ class SandboxedKernel:
 
 
 def run_notebook(nb: NotebookNode, kernel: SandboxedKernel, cell_timeout: float,
-                 limits: OutputLimits, instructor_cells: set[int]) -> RunReport:
-    """Execute the code cells of ``nb`` in place (outputs, execution counts).
-
-    ``instructor_cells`` are the indices of cells restored from the instructor's source; a
-    cell among them that holds hidden tests runs without history and is scrubbed afterwards.
-    """
+                 limits: OutputLimits, skip: set[int]) -> RunReport:
+    """Execute the code cells of ``nb`` in place (outputs, execution counts), except the
+    cells in ``skip`` (the test cells, left for the harness to fill)."""
     report = RunReport(layers=kernel.layers)
-    check = "_g" + secrets.token_hex(6)
     start = time.monotonic()
-    pre, _, _ = kernel.execute(_PREAMBLE.format(name="_g" + secrets.token_hex(6), check=check),
-                               30, limits, store_history=False, silent=True)
-    if pre.status != "ok":
-        report.outcome, report.message = "error", "the grader's preamble failed in the kernel"
-        return report
     count = 0
     stopped: CellRun | None = None
     for index, cell in enumerate(nb.cells):
-        if cell.cell_type != "code":
+        if cell.cell_type != "code" or index in skip:
             continue
         if stopped is not None:
             cell.outputs = [_error_output(
@@ -369,21 +306,17 @@ def run_notebook(nb: NotebookNode, kernel: SandboxedKernel, cell_timeout: float,
             cell.execution_count = None
             report.cells[index] = CellRun("not_run")
             continue
-        hidden = index in instructor_cells and HIDDEN_MARK in cell.source
-        run, outputs, reply = kernel.execute(cell.source, cell_timeout, limits,
-                                             store_history=not hidden)
+        run, outputs, _reply = kernel.execute(cell.source, cell_timeout, limits)
         cell.outputs = outputs
-        if not hidden:
-            count += 1
-        cell.execution_count = count if not hidden else None
+        count += 1
+        cell.execution_count = count
         report.cells[index] = run
         if run.truncated:
             report.truncated_cells.append(index)
-        if run.status == "timeout":  # interrupted: the kernel lives on, like nbgrader's
-            if report.outcome == "completed":
-                report.outcome = "timed out"
-                report.message = (f"cell {index + 1} did not finish within {cell_timeout:g} s "
-                                  "and was interrupted")
+        if run.status == "timeout" and report.outcome == "completed":
+            report.outcome = "timed out"  # interrupted: the kernel lives on, like nbgrader's
+            report.message = (f"cell {index + 1} did not finish within {cell_timeout:g} s "
+                              "and was interrupted")
         if run.status in ("killed", "died"):
             stopped = run
             report.outcome = "timed out" if run.status == "killed" else "crashed"
@@ -392,48 +325,5 @@ def run_notebook(nb: NotebookNode, kernel: SandboxedKernel, cell_timeout: float,
                 "interrupt; the kernel was stopped and the cells after it did not run"
                 if run.status == "killed" else
                 f"the kernel died in cell {index + 1}; the cells after it did not run")
-            continue
-        if hidden:
-            kernel.execute(_SCRUB.format(mark=HIDDEN_MARK), 30, limits,
-                           store_history=False, silent=True)
-    if stopped is None:
-        timed_out = report.outcome == "timed out"
-        _integrity(kernel, check, limits, report)
-        if timed_out and report.outcome == "completed":
-            report.outcome = "timed out"
     report.kernel_seconds = time.monotonic() - start
     return report
-
-
-def _integrity(kernel: SandboxedKernel, check: str, limits: OutputLimits,
-               report: RunReport) -> None:
-    """Canary and hook check after the last cell; sets ``report.outcome = 'tampered'``."""
-    nonce = secrets.token_hex(8)
-    run, outputs, reply = kernel.execute(
-        f"raise RuntimeError('grader canary {nonce}')", 30, limits, store_history=False)
-    canary_ok = (
-        run.status == "error" and reply is not None
-        and reply["content"].get("status") == "error"
-        and nonce in str(reply["content"].get("evalue", ""))
-        and any(o.output_type == "error" and nonce in str(o.get("evalue", ""))
-                for o in outputs))
-    bad: list[str] = []
-    if run.status in ("timeout", "killed", "died"):
-        report.outcome = "crashed" if run.status == "died" else "timed out"
-        report.message = "the kernel stopped responding after the last cell"
-        return
-    if not canary_ok:
-        bad.append("error reporting")
-    run, _, reply = kernel.execute("", 30, limits, store_history=False, silent=True,
-                                   user_expressions={"bad": f"{check}()"})
-    try:
-        expr = reply["content"]["user_expressions"]["bad"]
-        found = ast.literal_eval(expr["data"]["text/plain"])  # a list of str
-        bad += [str(x) for x in found]
-    except Exception:
-        bad.append("integrity check")
-    if bad:
-        report.outcome = "tampered"
-        report.tampered_with = bad
-        report.message = ("the notebook's code replaced parts of the grading machinery ("
-                          + ", ".join(bad) + "); test results cannot be trusted")

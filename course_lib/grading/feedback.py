@@ -1,12 +1,22 @@
-"""What the student sees: nbgrader's feedback minus anything that would leak hidden tests."""
+"""What the student sees: nbgrader's feedback minus anything that would leak hidden tests.
+
+The one feedback sanitizer of the course: ``nbgrader_config.py`` puts it before
+``ClearHiddenTests`` in ``GenerateFeedback.preprocessors`` (plain ``nbgrader
+generate_feedback``), and ``python -m course_lib.grading`` uses it the same way. nbgrader
+0.9.6 shows hidden tests in feedback by default, and its ``ClearHiddenTests`` only removes
+the hidden region from the cell source: a traceback still quotes hidden lines.
+"""
 
 from __future__ import annotations
+
+import re
 
 from nbgrader.preprocessors import NbGraderPreprocessor
 
 from .restore import hidden_lines
 
 _REDACTED = "[hidden test line]"
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 class SanitizeFeedback(NbGraderPreprocessor):
@@ -35,7 +45,7 @@ class SanitizeFeedback(NbGraderPreprocessor):
             kept = []
             for out in cell.outputs:
                 if out.output_type == "error":
-                    out.evalue = self._redact(str(out.evalue))[:500]
+                    out.evalue = _ANSI.sub("", self._redact(str(out.evalue)))[:500]
                     out.traceback = [f"{out.ename}: {out.evalue}"]
                     kept.append(out)
             cell.outputs = kept

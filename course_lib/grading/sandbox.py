@@ -134,12 +134,14 @@ def _handled_fs(abi: int) -> int:
     return handled
 
 
-def apply_landlock(read_write: list[str], read_only: list[str]) -> int:
+def apply_landlock(read_write: list[str], read_only: list[str],
+                   list_only: list[str] = ()) -> int:
     """Restrict this process and its future children; returns the ABI used (0: skipped).
 
     Files get read (and execute) access beneath ``read_only``, full access beneath
-    ``read_write``; TCP bind/connect is denied (ABI >= 4); signals and abstract unix
-    sockets cannot reach processes outside the sandbox (ABI >= 6).
+    ``read_write``; folders beneath ``list_only`` may be listed but their files not read
+    (unless a ``read_only`` rule covers them); TCP bind/connect is denied (ABI >= 4);
+    signals and abstract unix sockets cannot reach processes outside the sandbox (ABI >= 6).
     """
     abi = landlock_abi()
     if abi <= 0:
@@ -162,7 +164,8 @@ def apply_landlock(read_write: list[str], read_only: list[str]) -> int:
     read_access = _FS_EXECUTE | _FS_READ_FILE | _FS_READ_DIR
     file_only = _FS_EXECUTE | _FS_READ_FILE | _FS_WRITE_FILE | _FS_TRUNCATE | _FS_IOCTL_DEV
     try:
-        for paths, access in ((read_only, read_access), (read_write, handled)):
+        for paths, access in ((list_only, _FS_READ_DIR), (read_only, read_access),
+                              (read_write, handled)):
             for path in paths:
                 try:
                     fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
@@ -257,6 +260,41 @@ def read_only_paths(extra: tuple[str, ...] = ()) -> list[str]:
         if path and os.path.exists(path) and path not in paths:
             paths.append(path)
     return paths
+
+
+#: Packages a function worker may not read (the reference implementations live there).
+WORKER_HIDDEN_PACKAGES = ("course_lib",)
+
+
+def worker_read_paths(hidden: tuple[str, ...] = WORKER_HIDDEN_PACKAGES
+                      ) -> tuple[list[str], list[str]]:
+    """Read-only and list-only paths of a function worker: :func:`read_only_paths` minus
+    every package named in ``hidden`` (and its ``*.dist-info``, ``__editable__`` files).
+
+    A folder on the read list that holds such a package (site-packages after ``pip
+    install .``) is replaced by one rule per entry except the hidden ones, and may itself
+    only be listed. course_lib's own folder, which an editable install maps in, is on
+    neither list. So ``import course_lib`` fails in the worker, and reading its files too.
+    """
+    def is_hidden(name: str) -> bool:
+        base = name.split("-")[0].split(".")[0].lstrip("_").replace("editable___", "")
+        return any(base == h or base.startswith(h + "_") or name.startswith(f"__editable__.{h}")
+                   for h in hidden)
+
+    read, listed = [], []
+    for path in read_only_paths():
+        if any(os.path.basename(path.rstrip(os.sep)) == h for h in hidden):
+            continue
+        try:
+            entries = os.listdir(path) if os.path.isdir(path) else []
+        except OSError:
+            entries = []
+        if any(is_hidden(e) for e in entries):
+            listed.append(path)
+            read += [os.path.join(path, e) for e in entries if not is_hidden(e)]
+        else:
+            read.append(path)
+    return read, listed
 
 
 def capabilities() -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""A pre-imported kernel factory: one per grading worker, never runs student code itself.
+"""A pre-imported process factory: one per grading worker, never runs student code itself.
 
 Starting a fresh kernel and importing torch costs seconds per submission; forking a
 process that already imported them costs milliseconds. The zygote imports ipykernel and the
@@ -12,39 +12,56 @@ object per line) and answers on stdout::
 
 ``pid`` is the init process of the kernel's sandbox (see :mod:`.sandbox`): SIGINT to it
 interrupts the kernel, SIGKILL to it ends the kernel and everything the student started.
+
+With ``--worker`` the zygote makes sandboxed *function workers* (:mod:`.worker`) instead
+of kernels: the request names a unix socket (``"socket"``) the worker connects to. That
+zygote is started by path with ``python -I``, so it never imports the ``course_lib``
+package (this file and its siblings are loaded by path), and its workers cannot read
+course_lib's files (:func:`.sandbox.worker_read_paths`): the reference implementations
+do not exist where the student's functions are called.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 import random
 import signal
 import sys
 
-from .sandbox import (
-    _LIBC,
-    _PR_SET_PDEATHSIG,
-    SandboxPolicy,
-    apply_landlock,
-    drop_privileges,
-    landlock_abi,
-    read_only_paths,
-    set_limits,
-    unshare_namespaces,
-)
+_HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _kernel_main(request: dict, policy: SandboxPolicy, report_fd: int) -> None:
-    """In K: confine this process, then become an IPython kernel (never returns)."""
+def _sibling(name: str):
+    """A module of this folder loaded by path (no import of the course_lib package)."""
+    key = f"_course_grading_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, os.path.join(_HERE, f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]
+
+
+_sb = _sibling("sandbox")
+SandboxPolicy = _sb.SandboxPolicy
+
+
+def _confine(request: dict, policy: SandboxPolicy, report_fd: int, worker: bool) -> None:
+    """In K: limits, Landlock, report the layers, clean environment, fresh random state."""
     layers = {}
     try:
-        set_limits(policy)
+        _sb.set_limits(policy)
         os.chdir(policy.scratch)
         if policy.landlock:
-            layers["landlock_abi"] = apply_landlock(
-                [policy.scratch, os.devnull], read_only_paths(policy.read_only))
+            if worker:
+                read, listed = _sb.worker_read_paths()
+            else:
+                read, listed = _sb.read_only_paths(policy.read_only), []
+            layers["landlock_abi"] = _sb.apply_landlock(
+                [policy.scratch, os.devnull], read, listed)
         os.write(report_fd, (json.dumps(layers) + "\n").encode())
         os.close(report_fd)
     except BaseException as exc:  # report and die: the grader records an infrastructure error
@@ -52,6 +69,7 @@ def _kernel_main(request: dict, policy: SandboxPolicy, report_fd: int) -> None:
         os._exit(70)
     os.environ.clear()
     os.environ.update(request["env"])
+    os.makedirs(os.path.join(policy.scratch, ".kernel"), exist_ok=True)
     log = os.open(os.path.join(policy.scratch, ".kernel", "stderr.log"),
                   os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     null = os.open(os.devnull, os.O_RDWR)
@@ -67,6 +85,18 @@ def _kernel_main(request: dict, policy: SandboxPolicy, report_fd: int) -> None:
         torch.seed()
         torch.set_num_threads(int(request.get("threads", 1)))
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _worker_main(request: dict, policy: SandboxPolicy, report_fd: int) -> None:
+    """In K: confine this process, then serve the harness as a function worker."""
+    _confine(request, policy, report_fd, worker=True)
+    _sibling("worker").main(request["socket"])
+    os._exit(0)
+
+
+def _kernel_main(request: dict, policy: SandboxPolicy, report_fd: int) -> None:
+    """In K: confine this process, then become an IPython kernel (never returns)."""
+    _confine(request, policy, report_fd, worker=False)
     from ipykernel.kernelapp import IPKernelApp
 
     app = IPKernelApp.instance()
@@ -82,7 +112,7 @@ def _init_main(request: dict, policy: SandboxPolicy, report_fd: int) -> None:
     kernel = os.fork()
     if kernel == 0:
         try:
-            _kernel_main(request, policy, report_fd)
+            (_worker_main if _WORKER else _kernel_main)(request, policy, report_fd)
         finally:  # never return into the zygote's frames
             os._exit(70)
     os.close(report_fd)
@@ -118,8 +148,8 @@ def _spawn(request: dict) -> dict:
             os.close(pid_r)
             os.close(rep_r)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            uid = drop_privileges(policy.user)
-            names = unshare_namespaces() if policy.namespaces else []
+            uid = _sb.drop_privileges(policy.user)
+            names = _sb.unshare_namespaces() if policy.namespaces else []
             init = os.fork()
             if init == 0:
                 try:
@@ -147,18 +177,29 @@ def _spawn(request: dict) -> dict:
     return answer
 
 
+_WORKER = False
+
+
 def main(argv: list[str] | None = None) -> None:
+    global _WORKER
     argv = sys.argv[1:] if argv is None else argv
-    # `python -m` put the working folder (the parent of all scratch folders) on sys.path,
-    # which would make it readable by every kernel (see sandbox.read_only_paths).
-    if sys.path and sys.path[0] in ("", os.getcwd()):
+    if argv[:1] == ["--worker"]:
+        _WORKER, argv = True, argv[1:]
+    # Started by path with `python -I`: neither the working folder (the parent of all
+    # scratch folders) nor this folder is on sys.path (see sandbox.read_only_paths).
+    if sys.path and sys.path[0] in ("", os.getcwd(), _HERE):
         sys.path.pop(0)
     for name in argv:  # the modules to pre-import, e.g. numpy torch
+        if _WORKER and name.split(".")[0] == "course_lib":
+            continue  # never in a worker: its processes must not hold the references
         try:
             importlib.import_module(name)
         except Exception as exc:  # a missing optional module only costs speed
             print(f"zygote: could not pre-import {name}: {exc!r}", file=sys.stderr)
-    import ipykernel.kernelapp  # noqa: F401  (the expensive part of starting a kernel)
+    if _WORKER:
+        _sibling("worker")
+    else:
+        import ipykernel.kernelapp  # noqa: F401  (the expensive part of starting a kernel)
 
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # C processes are reaped automatically
     # If the worker dies (Ctrl-C, crash), take every kernel this zygote started with it.
@@ -173,9 +214,10 @@ def main(argv: list[str] | None = None) -> None:
         os._exit(0)
 
     signal.signal(signal.SIGTERM, _cleanup)
-    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    _sb._LIBC.prctl(_sb._PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     out = sys.stdout
-    ready = {"ready": True, "landlock_abi": landlock_abi(), "pid": os.getpid()}
+    ready = {"ready": True, "landlock_abi": _sb.landlock_abi(), "pid": os.getpid(),
+             "course_lib_loaded": any(m.split(".")[0] == "course_lib" for m in sys.modules)}
     out.write(json.dumps(ready) + "\n")
     out.flush()
     for line in sys.stdin:

@@ -8,7 +8,8 @@ Generated in code so that no fixture notebook sits under tests/ with the .ipynb 
 * ``mul`` (answer) + ``test_mul`` (2 points, with hidden tests);
 * ``written`` (markdown answer, 1 point, manually graded).
 
-Autograded maximum 5 of 6 points.
+Autograded maximum 5 of 6 points. The same tests are declared for the trusted grader in
+``solutions/fx/checks.toml`` (:data:`CHECKS`).
 """
 
 from __future__ import annotations
@@ -66,6 +67,47 @@ def source_notebook() -> nbformat.NotebookNode:
     return nb
 
 
+CHECKS = """\
+prelude = ""
+call_timeout = 4.0
+
+[[tests]]
+grade_id = "test_add_visible"
+points = 1
+ok = "add OK"
+checks = [{check = "check_equal", function = "add", args = ["[1, 2]", "3"]}]
+
+[[tests]]
+grade_id = "test_add_hidden"
+points = 2
+ok = "add: hidden OK"
+
+[[tests.checks]]
+check = "check_equal"
+function = "add"
+args = ["[2, 2]", "4"]
+
+[[tests.checks]]
+check = "check_equal"
+function = "add"
+args = ["[-5, 5]", "0"]
+hidden = true
+
+[[tests.checks]]
+check = "check_equal"
+function = "add"
+args = ["[0.1, 0.2]", "0.3"]
+kwargs = {tol = 1e-9}
+hidden = true
+
+[[tests]]
+grade_id = "test_mul"
+points = 2
+ok = "mul OK"
+checks = [{check = "check_equal", function = "mul", args = ["[2, 3]", "6"]},
+          {check = "check_equal", function = "mul", args = ["[-7, 6]", "-42"], hidden = true}]
+"""
+
 CONFIG = """\
 c = get_config()
 c.CourseDirectory.root = {root!r}
@@ -75,6 +117,7 @@ c.CourseDirectory.db_url = {db_url!r}
 c.CourseDirectory.course_id = {course_id!r}
 {exchange}c.Execute.timeout = {timeout!r}
 c.ClearSolutions.code_stub = {{"python": "# YOUR CODE HERE\\nraise NotImplementedError()"}}
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "checks.toml"]
 """
 
 
@@ -98,6 +141,8 @@ def build_course(root: str, db_url: str | None = None, timeout: float = 4.0,
                                exchange=f"c.Exchange.root = {exchange!r}\n" if exchange else ""))
     nbformat.write(source_notebook(),
                    os.path.join(root, "solutions", ASSIGNMENT, f"{ASSIGNMENT}.ipynb"))
+    with open(os.path.join(root, "solutions", ASSIGNMENT, "checks.toml"), "w") as fh:
+        fh.write(CHECKS)
     proc = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment",
                            ASSIGNMENT, "--force"], cwd=root, env=nbgrader_env(),
                           capture_output=True, text=True)
@@ -237,19 +282,22 @@ def submissions(root: str, spy_port: int) -> dict[str, object]:
     return subs
 
 
-# student -> (status, autograded score out of 6)
+# student -> (status, autograded score out of 6). Scores come from the trusted harness, per
+# function: a cell that breaks the rule for graded code (it imports os, sys, subprocess,
+# socket or builtins, or calls get_ipython) is not run, so its function scores 0, and the
+# other function still counts (sys_exit, kills_kernel, patches_helpers, spy).
 EXPECTED = {
     "good": ("graded", 5), "partial": ("graded", 3), "untouched": ("graded", 0),
     "loop_ignores_interrupt": ("timed out", 3), "slow_but_interruptible": ("timed out", 5),
     "memory_bomb": ("graded", 5),
-    "sys_exit": ("graded", 5), "os_exit": ("crashed", 3), "kills_kernel": ("crashed", 0),
+    "sys_exit": ("graded", 2), "os_exit": ("crashed", 3), "kills_kernel": ("crashed", 2),
     "huge_output": ("graded", 5), "deleted_test": ("tampered", 5),
     "edited_test": ("tampered", 3), "reordered": ("tampered", 5),
     "duplicated": ("tampered", 5), "retyped": ("tampered", 5),
     "invalid_json": ("unreadable", 0), "nbformat3": ("unreadable", 0),
     "no_metadata": ("unreadable", 0), "wrong_kernel": ("unreadable", 0),
-    "patches_helpers": ("graded", 3), "patches_traceback": ("tampered", 0),
-    "spy": ("graded", 5),
+    "patches_helpers": ("graded", 2), "patches_traceback": ("graded", 0),
+    "spy": ("graded", 2),
 }
 
 
