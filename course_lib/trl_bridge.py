@@ -51,6 +51,7 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess by test
     raise ImportError("course_lib.trl_bridge needs transformers and trl: "
                       "pip install 'course_lib[trl]'") from e
 
+from course_lib import recipes
 from course_lib.evaluate import evaluate
 from course_lib.model import ModelConfig, TinyGPT
 from course_lib.tasks import EOS, EOS_ID, VOCAB
@@ -58,13 +59,11 @@ from course_lib.trainers.grpo import GRPOConfig
 
 __all__ = [
     "build_tokenizer",
-    "HF_MODEL_CONFIG",
     "gpt2_config",
     "to_hf",
     "build_model",
     "build_dataset",
     "warm_start_hf",
-    "hf_sft_config",
     "make_reward_func",
     "to_trl_config",
     "make_trl_trainer",
@@ -121,8 +120,6 @@ def build_tokenizer(vocab: str = VOCAB, eos: str = EOS):
     return hf
 
 
-#: Size of the model of the TRL chapter and the benchmark (issue 7): GPT-2, 2 layers, width 128.
-HF_MODEL_CONFIG = dict(n_layer=2, n_embd=128, n_head=4, block_size=32)
 
 
 def gpt2_config(model_config: ModelConfig):
@@ -189,37 +186,20 @@ def to_hf(model: TinyGPT):
 def build_model(seed: int = 0, **size: int):
     """A tiny GPT-2 (``transformers.GPT2LMHeadModel``) built from a config, no download.
 
-    Default size :data:`HF_MODEL_CONFIG` (2 layers, width 128, 4 heads, 32 positions) over
+    Default size :data:`course_lib.recipes.MODEL` (2 layers, width 128, 4 heads, 32 positions) over
     the course's 14-character vocabulary, dropout 0 (RL compares log-probs of the same
     tokens under the same weights: dropout would make them random). The initial weights are
     those of ``TinyGPT(ModelConfig(**size), seed=seed)`` (GPT-2's initialisation), so they
     depend only on ``seed``; the global RNG is left untouched.
     """
-    mcfg = ModelConfig(**{**HF_MODEL_CONFIG, **size})
-    return to_hf(TinyGPT(mcfg, seed=seed))
-
-
-def hf_sft_config():
-    """The SFT settings of the warm start of :data:`HF_MODEL_CONFIG`: lr 1e-3, checked
-    every 2 steps.
-
-    The course's default (:class:`~course_lib.sft.SFTConfig`: lr 3e-3, checked every 10
-    steps) suits the chapters' width-64 TinyGPT. This width-128 model learns faster at a
-    smaller lr, and its accuracy rises by several points between two checks near the 30%
-    target, so it is checked every 2 steps to stop close to 30%. What GRPO reaches from
-    each warm start is measured by ``benchmarks/bench_trl.py`` (results in
-    ``benchmarks/results/trl.json``).
-    """
-    from course_lib.sft import SFTConfig
-
-    return SFTConfig(lr=1e-3, check_every=2)
+    return to_hf(TinyGPT(recipes.model_config(**size), seed=seed))
 
 
 def warm_start_hf(task, seed: int = 0, sft_config=None, use_cache: bool = True, **size: int):
     """The course's supervised warm start (:func:`course_lib.sft.warm_start`) as a GPT-2.
 
-    The SFT (default :func:`hf_sft_config`) runs on a :class:`TinyGPT` of size
-    :data:`HF_MODEL_CONFIG` (overridable with ``size``) and is cached on disk by
+    The SFT (default :func:`course_lib.recipes.sft_config`) runs on a :class:`TinyGPT` of
+    size :data:`course_lib.recipes.MODEL` (overridable with ``size``) and is cached on disk by
     :mod:`course_lib.sft`; the result is converted with :func:`to_hf`. The course's trainer
     and TRL's then start from the very same weights.
 
@@ -229,9 +209,8 @@ def warm_start_hf(task, seed: int = 0, sft_config=None, use_cache: bool = True, 
     """
     from course_lib.sft import warm_start
 
-    mcfg = ModelConfig(**{**HF_MODEL_CONFIG, **size})
-    tiny = warm_start(task, seed=seed, model_config=mcfg,
-                      sft_config=sft_config or hf_sft_config(), use_cache=use_cache)
+    tiny = warm_start(task, seed=seed, model_config=recipes.model_config(**size),
+                      sft_config=sft_config or recipes.sft_config(), use_cache=use_cache)
     hf = to_hf(tiny)
     hf.warm_start_info = dict(tiny.warm_start_info)
     return hf
@@ -327,6 +306,10 @@ def to_trl_config(cfg: GRPOConfig | None = None, task=None, output_dir: str = "t
     if not isinstance(cfg, GRPOConfig):
         raise ValueError(f"cfg must be a course_lib GRPOConfig, got {type(cfg).__name__}")
     cfg.validate()
+    if cfg.prompt_sampling != "uniform":
+        raise ValueError(f"prompt_sampling={cfg.prompt_sampling!r} has no TRL field: TRL 1.16 "
+                         "draws each step's prompts uniformly (its RepeatSampler); pass "
+                         "dataclasses.replace(cfg, prompt_sampling='uniform')")
     max_new = cfg.max_new_tokens or (task.max_new_tokens if task is not None else None)
     if max_new is None:
         raise ValueError("cfg.max_new_tokens is None: pass the task so that its "

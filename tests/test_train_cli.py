@@ -11,6 +11,7 @@ import textwrap
 import pytest
 import torch
 
+from course_lib import recipes
 from course_lib.train import main, time_to_accuracy
 from course_lib.trainers import TRAINERS
 
@@ -37,7 +38,8 @@ def test_cli_writes_the_metrics_json(tmp_path, algo, extra):
         "algorithm", "seed", "task", "accuracy_before", "accuracy_after", "steps", "samples",
         "wall_seconds", "time_to_90", "time_to_95", "peak_rss_mb", "peak_rss_before_train_mb",
         "memory_measure", "parameters_held", "reference_logprobs_precomputed", "threads",
-        "config", "model_config", "warm_start", "eval", "final_reward_mean", "response_len"}
+        "config", "model_config", "sft_config", "warm_start", "eval", "final_reward_mean",
+        "response_len"}
     assert m["steps"] == 2 and 0 <= m["accuracy_after"] <= 1
     held = m["parameters_held"]
     assert held["policy"] > 0
@@ -64,8 +66,9 @@ def field_docstrings(cls) -> dict[str, str]:
 @pytest.mark.parametrize("algo", sorted(TRAINERS))
 def test_help_lists_every_config_field_with_its_default_and_docstring(algo, capsys):
     """--help is generated from the config dataclass: every field with its default and its
-    docstring (written once, in the config)."""
+    docstring (written once, in the config; grpo's defaults are the recipe's)."""
     config_cls = TRAINERS[algo][1]
+    defaults = recipes.grpo_config() if algo == "grpo" else config_cls()
     with pytest.raises(SystemExit) as exit_:
         main([algo, "--help"])
     assert exit_.value.code == 0
@@ -74,8 +77,9 @@ def test_help_lists_every_config_field_with_its_default_and_docstring(algo, caps
     for f in dataclasses.fields(config_cls):
         assert f"--{f.name.replace('_', '-')}" in text, f.name
         assert " ".join(docs[f.name].split()[:4]) in text, f.name
-        if not isinstance(f.default, tuple | bool):
-            assert f"(default: {f.default})" in text, f.name
+        default = getattr(defaults, f.name)
+        if not isinstance(default, tuple | bool):
+            assert f"(default: {default})" in text, f.name
     for key in ("--task {addition,multisum}", "--json", "--threads", "--no-progress",
                 "--model.n-layer"):
         assert key in text
@@ -108,3 +112,18 @@ def test_module_entry_point_runs(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "held-out accuracy" in r.stdout and out.exists()
+
+
+@pytest.mark.slow
+def test_grpo_with_no_options_runs_the_recipe_and_reaches_95_percent(tmp_path):
+    """Issue 13: `python -m course_lib.train grpo` is the fast recipe (course_lib.recipes)
+    and reaches 95% held-out accuracy (seed 0; every seed is benchmarks/bench_converge.py's)."""
+    out = tmp_path / "m.json"
+    main(["grpo", "--no-progress", "--json", str(out)])
+    m = json.loads(out.read_text())
+    def as_json(config):
+        return json.loads(json.dumps(dataclasses.asdict(config)))
+    assert m["config"] == as_json(recipes.grpo_config())
+    assert m["model_config"] == as_json(recipes.model_config())
+    assert m["sft_config"] == as_json(recipes.sft_config())
+    assert m["accuracy_after"] >= 0.95 and m["steps"] < 800

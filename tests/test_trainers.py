@@ -362,3 +362,41 @@ def test_reference_log_probs_ignore_top_k(task, warm_state):
                      GRPOConfig(seed=0, steps=3, top_k=2, beta=0.04, lr=1e-2, eval_every=0))
     h = tr.train(progress=False)
     assert all(math.isfinite(x) for x in h["kl_ref"])
+
+
+# ------------------------------------------------------- prioritized prompt sampling ----
+def test_prioritized_sampling_draws_distinct_prompts_weighted_to_failures(task, warm_state):
+    """Kimi k1.5's prioritized sampling: weight max(1 - s_i, floor); unseen prompts weight 1."""
+    cfg = GRPOConfig(steps=1, prompts_per_step=16, eval_every=0, prompt_sampling="prioritized",
+                     priority_floor=0.2)
+    t = GRPOTrainer(warm_policy(warm_state), task, cfg)
+    assert torch.equal(t.prompt_weights(), torch.ones(len(task.train)))
+    t.train(progress=False)
+    seen = ~t.success.isnan()
+    assert int(seen.sum()) == 16  # one group per prompt, distinct prompts
+    w = t.prompt_weights()
+    assert torch.allclose(w[seen], (1 - t.success[seen]).clamp(min=0.2))
+    assert 0 <= t.history["train_unsolved"][0] <= 1
+    # every prompt solved but the first 16: they get 1 / (1 + 0.2 * (T - 16) / 16) of draws
+    t.success[:] = 1.0
+    t.success[:16] = 0.0
+    drawn = [p for _ in range(50) for p in t.next_prompts(16)]
+    share = sum(p in set(task.train[:16]) for p in drawn) / len(drawn)
+    expected = 16 / (16 + 0.2 * (len(task.train) - 16))
+    assert abs(share - expected) < 0.05 and all(len(set(drawn[i:i + 16])) == 16
+                                                 for i in range(0, len(drawn), 16))
+
+
+def test_uniform_sampling_is_unchanged_by_the_option(task, warm_state):
+    a = GRPOTrainer(warm_policy(warm_state), task, GRPOConfig(seed=3))
+    b = GRPOTrainer(warm_policy(warm_state), task, GRPOConfig(seed=3, priority_floor=0.5))
+    assert a.next_prompts(40) == b.next_prompts(40)
+
+
+def test_prioritized_sampling_needs_enough_prompts(warm_state):
+    small = AdditionTask(seed=0, n_train=8, n_test=10)
+    with pytest.raises(ValueError, match="distinct prompts per step"):
+        GRPOTrainer(warm_policy(warm_state), small,
+                    GRPOConfig(prompts_per_step=16, prompt_sampling="prioritized"))
+    with pytest.raises(ValueError, match="priority_floor"):
+        GRPOConfig(priority_floor=1.5).validate()

@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 
-from course_lib import grpo_loss
+from course_lib import grpo_loss, recipes
 from course_lib.model import ModelConfig, TinyGPT, completion_logprobs, forward_logits, sample
 from course_lib.tasks import EOS_ID, VOCAB, AdditionTask
 from course_lib.trainers.grpo import GRPOConfig, GRPOTrainer
@@ -281,7 +281,7 @@ def test_warm_start_hf_is_about_30_percent_and_uses_its_own_sft_recipe():
     task = AdditionTask(seed=0)
     model = tb.warm_start_hf(task, seed=0)
     assert 0.25 <= evaluate(model, task, split="test") <= 0.35
-    sft = tb.hf_sft_config()
+    sft = recipes.sft_config()
     assert (sft.lr, sft.check_every) == (1e-3, 2)
     assert model.warm_start_info["steps"] < 300  # lr 3e-3 needed 660 steps on this model
 
@@ -358,6 +358,8 @@ def test_to_trl_config_rejects_bad_input(task):
         tb.to_trl_config(GRPOConfig(), task=None)
     with pytest.raises(ValueError, match="GRPOConfig"):
         tb.to_trl_config({"lr": 1e-3}, task=task)
+    with pytest.raises(ValueError, match="no TRL field"):  # TRL samples prompts uniformly
+        tb.to_trl_config(recipes.grpo_config(), task=task)
 
 
 # ---------------------------------------------------- both trainers run on one model ---

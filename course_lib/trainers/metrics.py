@@ -53,6 +53,9 @@ METRICS: dict[str, tuple[str, str]] = {
                                                 "correct completion (the prompt is too hard)"),
     "degenerate_all_right": ("GRPO, REINFORCE", "share of groups with equal rewards and only "
                                                 "correct completions (the prompt is solved)"),
+    "train_unsolved": ("GRPO, prompt_sampling prioritized", "share of the training prompts "
+                       "sampled so far whose last group had no correct completion: what "
+                       "prioritized sampling weights up"),
     "adv_std": ("GRPO", "unbiased std of the step's advantages (one per completion)"),
     # -- clipped surrogate (GRPO, PPO)
     "clip_frac": ("GRPO, PPO", "share of real tokens where the clipped term of the surrogate "
