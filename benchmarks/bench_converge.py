@@ -36,7 +36,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 #: variant -> overrides of recipes.grpo_config() (steps: the run's length; a linear
-#: schedule reaches lr 0 at its last step, so "linear" and "recipe" end at step 800)
+#: schedule reaches lr 0 at its last step, so "linear" and "recipe" end at step 800).
+#: The committed converge.json ran when the recipe's priority_floor was 0.2 (each run's
+#: spec records its full config).
 VARIANTS = {
     "baseline": {"prompt_sampling": "uniform", "lr_schedule": "constant", "steps": 2000},
     "linear": {"prompt_sampling": "uniform"},
