@@ -44,8 +44,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["PROVENANCE_KEYS", "results_dir", "load", "collect_provenance", "write_result",
-           "check_provenance", "describe", "t_quantile", "mean_interval", "welch_interval"]
+__all__ = ["PROVENANCE_KEYS", "results_dir", "load", "cpu_model", "collect_provenance",
+           "write_result", "check_provenance", "describe", "t_quantile", "mean_interval",
+           "welch_interval"]
 
 PROVENANCE_KEYS = ("command", "git_revision", "git_dirty", "created", "seeds", "versions",
                    "machine", "reproduce")
@@ -77,6 +78,25 @@ def _version(package: str) -> str | None:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``) and the vector instructions torch uses.
+
+    Two machines of the same architecture can differ in the float kernels they run (MKL
+    and ATen pick them by CPU), so a seeded run reproduces bit for bit only on the same
+    kind of CPU; the provenance records it so a rerun on another CPU can say so.
+    """
+    import torch
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f
+                         if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name}, torch {torch.backends.cpu.get_cpu_capability()}"
 
 
 def collect_provenance(seeds: list[int], torch_threads: int, reproduce: dict,
@@ -111,6 +131,7 @@ def collect_provenance(seeds: list[int], torch_threads: int, reproduce: dict,
         "seeds": list(seeds),
         "versions": versions,
         "machine": {"platform": platform.platform(), "processor": platform.machine(),
+                    "cpu": cpu_model(),
                     "cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
                     "torch_threads": torch_threads, "load_average_start": os.getloadavg()},
         "reproduce": dict(reproduce),
