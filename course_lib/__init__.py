@@ -8,7 +8,7 @@ modules (``course_lib.bandit``, ``course_lib.tasks``, ``course_lib.model``,
 from course_lib.dpo import dpo_loss
 from course_lib.grpo import compute_group_advantages, grpo_loss
 from course_lib.kl import kl_estimate
-from course_lib.ppo import gae, ppo_policy_loss, value_loss, whiten
+from course_lib.ppo import gae, kl_shaped_rewards, ppo_policy_loss, value_loss, whiten
 
 __all__ = [
     "compute_group_advantages",
@@ -16,6 +16,7 @@ __all__ = [
     "gae",
     "grpo_loss",
     "kl_estimate",
+    "kl_shaped_rewards",
     "ppo_policy_loss",
     "value_loss",
     "whiten",

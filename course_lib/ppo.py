@@ -20,7 +20,8 @@ from course_lib._checks import (
 )
 from course_lib.surrogate import aggregate, clipped_surrogate, masked_mean
 
-__all__ = ["ppo_policy_loss", "gae", "whiten", "value_loss", "PPO_AGGREGATIONS"]
+__all__ = ["ppo_policy_loss", "kl_shaped_rewards", "gae", "whiten", "value_loss",
+           "PPO_AGGREGATIONS"]
 
 PPO_AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
 
@@ -87,6 +88,43 @@ def ppo_policy_loss(
     }
     return loss, stats
     # [/core:ppo_policy_loss]
+
+
+def kl_shaped_rewards(scores: Tensor, kl: Tensor, mask: Tensor, kl_coef: float) -> Tensor:
+    """Per-token rewards of RLHF PPO: the KL penalty on every token, the score at the end.
+
+    Chapter: ``book/03_ppo.ipynb``. InstructGPT (Ouyang et al. 2022, Eq. 2) maximises
+    ``R(x, y) = r(x, y) - beta log(pi(y|x) / pi_ref(y|x))``; as in OpenAI's
+    lm-human-preferences, the log-ratio is spread over the tokens (its per-token k1
+    estimate) and the score of the whole completion is the reward of its last real token:
+    ``R_t = -kl_coef * kl_t + [t = last] * score``.
+
+    Args:
+        scores: (B,) one score per completion (here the verifier's reward).
+        kl: (B, T) per-token KL estimate, e.g. k1 ``log pi_old - log pi_ref`` (0 without
+            a reference).
+        mask: (B, T) 1 on real tokens; every row needs at least one.
+        kl_coef: beta >= 0 (InstructGPT: 0.02).
+
+    Returns:
+        (B, T) per-token rewards, for :func:`gae`.
+    """
+    _check_tokens("kl", kl)
+    m = check_mask(mask, kl, like_name="kl")
+    check_finite("scores", check_float("scores", scores))
+    if scores.shape != kl.shape[:1]:
+        raise ValueError(f"scores must have shape ({kl.shape[0]},), got {tuple(scores.shape)}")
+    if (m.sum(-1) == 0).any():
+        raise ValueError("a completion has no real token (an all-zero row of mask): its "
+                         "score has no token to go to")
+    if not isinstance(kl_coef, (int, float)) or not kl_coef >= 0:
+        raise ValueError(f"kl_coef must be >= 0, got {kl_coef!r}")
+    # [core:kl_shaped_rewards]
+    rewards = -kl_coef * kl  # (B, T) the penalty on every token
+    last = m.sum(-1).long() - 1  # (B,) the last real token
+    rewards[torch.arange(len(last)), last] += scores  # the score at the end
+    return rewards
+    # [/core:kl_shaped_rewards]
 
 
 def gae(

@@ -16,7 +16,8 @@ git_dirty      True if tracked files differed from that commit (a committed resu
 created        UTC start time, ISO 8601
 seeds          the seeds of the runs
 versions       python, torch, numpy, course_lib (+ transformers, trl, ... when used)
-machine        platform, processor, CPU count, CPUs usable, torch threads, load average
+machine        platform, processor, CPU model (``cpu``), CPU count, CPUs usable, torch
+               threads, load average
 reproduce      ``{"script": path, "function": name, "runs": [run ids]}``: how the test reruns
 =============  ================================================================================
 
@@ -187,6 +188,7 @@ def describe(result: dict) -> str:
         f"machine:  {m['platform']}, {m['cpu_count']} cores ({m.get('cpus_usable')} usable), "
         f"{m['torch_threads']} torch thread(s) per run"
         + (f", load average {load_avg[0]:.1f} at the start" if load_avg else ""),
+        f"cpu:      {m.get('cpu', 'not recorded')}",
         f"reproduced by tests/test_results_reproduce.py: {p['reproduce']['function']}() of "
         f"{p['reproduce']['script']} reruns {', '.join(p['reproduce']['runs'])}",
     ]

@@ -16,6 +16,7 @@ RUNS = [  # (trainer, config fields): together they log every key of METRICS
     ("grpo", {"prompts_per_step": 4, "prompt_sampling": "prioritized"}),
     ("ppo", {"prompts_per_step": 16, "mu": 2, "minibatches": 2}),
     ("reinforce", {"prompts_per_step": 4, "kl_coef": 0.05}),
+    ("ppo", {"prompts_per_step": 16, "kl_coef": 0.0, "prompt_sampling": "prioritized"}),
     ("dpo", {"pair_prompts": 100, "batch_size": 16}),
 ]
 
@@ -63,7 +64,11 @@ def test_the_shared_metrics_mean_what_the_table_says(histories):
         if name == "grpo" and fields.get("mu", 1) == 1:
             assert h["approx_kl"] == [0.0, 0.0] and h["clip_frac"] == [0.0, 0.0]
         assert ("kl_ref" in h) == (name == "grpo" and "beta" in fields)
-        assert ("kl_ref_k1" in h) == (name in ("ppo", "reinforce"))
+        default_kl = 0.02 if name == "ppo" else 0.0  # PPOConfig.kl_coef, ReinforceConfig's
+        holds_reference = fields.get("beta", 0) > 0 or fields.get("kl_coef", default_kl) > 0
+        assert ("kl_ref_k1" in h) == holds_reference, name
+        assert ("adv_std" in h) == (name in ("grpo", "reinforce"))
+        assert ("train_unsolved" in h) == (fields.get("prompt_sampling") == "prioritized")
     ppo = next(h for n, _, h in histories if n == "ppo")
     assert all(g > 0 for g in ppo["value_grad_norm"])
 

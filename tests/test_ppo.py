@@ -337,3 +337,32 @@ def test_value_loss_bad_input(change, match):
     kwargs.update(change)
     with pytest.raises(ValueError, match=match):
         value_loss(**kwargs)
+
+
+# --------------------------------------------------------------- KL-shaped rewards ----
+def test_kl_shaped_rewards_hand_values():
+    """InstructGPT Eq. 2 per token: -beta * kl everywhere, the score on the last real token."""
+    from course_lib.ppo import kl_shaped_rewards
+
+    kl = torch.tensor([[0.1, 0.2, 0.3], [0.5, -0.1, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    r = kl_shaped_rewards(torch.tensor([1.0, 0.0]), kl, mask, kl_coef=0.1)
+    expected = torch.tensor([[-0.01, -0.02, 1.0 - 0.03], [-0.05, 0.01, 0.0]])
+    assert torch.allclose(r, expected)
+    assert torch.equal(kl_shaped_rewards(torch.tensor([2.0, 3.0]), torch.zeros(2, 3), mask, 0.0),
+                       torch.tensor([[0.0, 0.0, 2.0], [0.0, 3.0, 0.0]]))
+
+
+@pytest.mark.parametrize("args, match", [
+    ((torch.ones(3), torch.zeros(2, 3), torch.ones(2, 3), 0.1), "scores must have shape"),
+    ((torch.ones(2), torch.zeros(2, 3), torch.tensor([[1.0, 0, 0], [0, 0, 0]]), 0.1),
+     "no real token"),
+    ((torch.tensor([1.0, float("nan")]), torch.zeros(2, 3), torch.ones(2, 3), 0.1), "NaN"),
+    ((torch.ones(2), torch.zeros(2, 3), torch.ones(2, 3), -0.1), "kl_coef"),
+    ((torch.ones(2), torch.zeros(2, 3), torch.ones(2, 4), 0.1), "shape"),
+])
+def test_kl_shaped_rewards_rejects_bad_input(args, match):
+    from course_lib.ppo import kl_shaped_rewards
+
+    with pytest.raises(ValueError, match=match):
+        kl_shaped_rewards(*args)

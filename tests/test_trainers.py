@@ -402,3 +402,14 @@ def test_prioritized_sampling_needs_enough_prompts(warm_state):
                     GRPOConfig(prompts_per_step=16, prompt_sampling="prioritized"))
     with pytest.raises(ValueError, match="priority_floor"):
         GRPOConfig(priority_floor=1.5).validate()
+
+
+def test_prioritized_sampling_with_one_completion_per_prompt(task, warm_state):
+    """PPO (one completion per prompt) keeps s_i as that completion's 0/1 verdict."""
+    cfg = PPOConfig(steps=1, prompts_per_step=16, eval_every=0, kl_coef=0.0,
+                    prompt_sampling="prioritized")
+    t = PPOTrainer(warm_policy(warm_state), task, cfg)
+    t.train(progress=False)
+    seen = ~t.success.isnan()
+    assert int(seen.sum()) == 16 and set(t.success[seen].tolist()) <= {0.0, 1.0}
+    assert t.history["train_unsolved"][0] == float((t.success[seen] == 0).float().mean())

@@ -9,7 +9,8 @@ piece            what the subclass defines
 ===============  ===========================================================================
 rollout          which prompts, how many completions each (GRPO, RLOO: groups of G; PPO: one
                  each; DPO: a minibatch of precomputed preference pairs, no sampling)
-score            the task's verifier (the same for all online trainers)
+score            shared: the task's verifier, and the frozen reference's log-probs when the
+                 trainer holds one (for a KL)
 compute_targets  GRPO: group advantages; PPO: KL-shaped per-token rewards, critic values,
                  GAE; REINFORCE/RLOO: reward minus a baseline; DPO: nothing (the pairs are
                  the target). Returns the metrics of the targets.
@@ -48,6 +49,7 @@ from course_lib._checks import (
     NonNegative,
     Positive,
     PositiveInt,
+    UnitInterval,
     check_fields,
     check_in_range,
 )
@@ -55,13 +57,15 @@ from course_lib.evaluate import evaluate
 from course_lib.model import completion_logprobs, count_parameters, sample
 from course_lib.surrogate import masked_mean
 from course_lib.tasks import SPLITS
-from course_lib.trainers.metrics import mean_over_steps
+from course_lib.trainers.metrics import group_metrics, mean_over_steps
 
-__all__ = ["TrainerConfig", "ClipConfig", "Trainer", "Batch", "frozen_copy", "adamw",
-           "LR_SCHEDULES"]
+__all__ = ["TrainerConfig", "OnlineConfig", "ClipConfig", "Trainer", "Batch", "frozen_copy",
+           "adamw", "LR_SCHEDULES", "PROMPT_SAMPLING"]
 
 #: What the learning rate does after the warm-up (see :meth:`Trainer.lr_factor`).
 LR_SCHEDULES = ("constant", "linear")
+#: How the online trainers pick each step's training prompts (see :meth:`Trainer.next_prompts`).
+PROMPT_SAMPLING = ("uniform", "prioritized")
 
 
 #: An accuracy to reach, in (0, 1].
@@ -119,7 +123,21 @@ class TrainerConfig:
 
 
 @dataclass
-class ClipConfig(TrainerConfig):
+class OnlineConfig(TrainerConfig):
+    """Settings of the online trainers (GRPO, PPO, REINFORCE), which sample completions of
+    training prompts at every step."""
+
+    prompt_sampling: Literal[PROMPT_SAMPLING] = "uniform"
+    """uniform: passes over the shuffled training set; prioritized: Kimi k1.5's prioritized
+    sampling, probability of prompt i proportional to max(1 - s_i, priority_floor), s_i the
+    share correct in its last rollout (never sampled: s_i = 0). Logs train_unsolved."""
+    priority_floor: UnitInterval = 0.2
+    """Smallest sampling weight of a prompt (prioritized sampling): solved prompts stay in
+    the mix, at this weight against 1 for a prompt with no correct completion."""
+
+
+@dataclass
+class ClipConfig(OnlineConfig):
     """Settings of the trainers that reuse each batch and clip the ratio (GRPO, PPO)."""
 
     mu: PositiveInt = 1
@@ -135,8 +153,9 @@ class Batch:
     """A rollout of B completions and what the trainer computes from it.
 
     Rows that share a prompt sit next to each other (GRPO's groups: rows g*G .. g*G+G-1).
-    The first block is filled by :meth:`Trainer.sample_completions`, the second by
-    :meth:`Trainer.score` and ``compute_targets``.
+    The first block is filled by :meth:`Trainer.sample_completions` (``group_size`` by
+    :meth:`Trainer.sample_groups`), the second by :meth:`Trainer.score` and
+    ``compute_targets``.
     """
 
     prompts: list[str]
@@ -153,6 +172,8 @@ class Batch:
     """(B, N) entropy of the sampling distribution at each token, 0 on padding."""
     texts: list[str]
     """B completions (text)."""
+    group_size: int | None = None
+    """G when the rows form groups of G completions of one prompt (GRPO, RLOO), else None."""
     logprobs: torch.Tensor | None = None
     """(B, N) the same log-probs with their graph when the rollout kept it
     (``reuse_rollout_forward``); :meth:`Trainer.policy_logprobs` takes them out."""
@@ -161,7 +182,7 @@ class Batch:
     correct: torch.Tensor | None = None
     """(B,) bool, the verifier's verdict (exact final answer)."""
     ref_logprobs: torch.Tensor | None = None
-    """(B, N) log pi_ref (GRPO with beta > 0)."""
+    """(B, N) log pi_ref at the sampling temperature, no gradient (None: no reference)."""
     advantages: torch.Tensor | None = None
     """(B,) one per completion (GRPO, REINFORCE) or (B, N) per token (PPO)."""
     returns: torch.Tensor | None = None
@@ -177,7 +198,7 @@ class Batch:
         def pick(v):
             if isinstance(v, torch.Tensor):
                 return v[idx]
-            return v if v is None else [v[i] for i in idx.tolist()]
+            return [v[i] for i in idx.tolist()] if isinstance(v, list) else v
         return Batch(**{f.name: pick(getattr(self, f.name)) for f in dataclasses.fields(self)})
 
 
@@ -233,6 +254,16 @@ class Trainer:
         self.optimizers = {"grad_norm": self.optimizer}
         self.reference = frozen_copy(policy) if self.holds_reference() else None
         self.critic: nn.Module | None = None
+        #: (T,) prioritized sampling's s_i: share correct in training prompt i's last
+        #: rollout (NaN: not sampled yet)
+        self.success = torch.full((len(task.train),), float("nan"))
+        self.prompt_index = {p: i for i, p in enumerate(task.train)}
+        self.prompt_generator = torch.Generator().manual_seed(cfg.seed)  # prioritized draws
+        self.prioritized = isinstance(cfg, OnlineConfig) and cfg.prompt_sampling == "prioritized"
+        if self.prioritized and cfg.prompts_per_step > len(task.train):
+            raise ValueError(f"prioritized sampling draws {cfg.prompts_per_step} distinct "
+                             f"prompts per step but the task has only {len(task.train)} "
+                             f"training prompts")
         self.history: dict[str, list] = defaultdict(list)
         self.samples_used = 0
         self.step_count = 0
@@ -264,8 +295,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ pieces ----
     def next_prompts(self, n: int) -> list[str]:
-        """``n`` training prompts: passes over the shuffled training set, without
-        replacement inside a pass (reshuffled with the trainer's seed)."""
+        """``n`` training prompts. "uniform": passes over the shuffled training set, without
+        replacement inside a pass (reshuffled with the trainer's seed). "prioritized": Kimi
+        Team 2025 (Kimi k1.5, arXiv:2501.12599, Sec. 2.3.4, prioritized sampling), ``n``
+        distinct prompts drawn with weights ``max(1 - s_i, priority_floor)``
+        (:meth:`prompt_weights`): a prompt whose group was all wrong gives no gradient now
+        (its group advantages are 0) but is tried again soon."""
+        if self.prioritized:
+            weights = self.prompt_weights()  # (T,) one per training prompt
+            idx = torch.multinomial(weights, n, replacement=False,
+                                    generator=self.prompt_generator)
+            return [self.task.train[i] for i in idx.tolist()]
         out = []
         while len(out) < n:
             if not self._order:
@@ -273,6 +313,11 @@ class Trainer:
                 self.rng.shuffle(self._order)
             out.append(self._order.pop())
         return out
+
+    def prompt_weights(self) -> torch.Tensor:
+        """(T,) the prioritized-sampling weight of each training prompt, in task order."""
+        s = self.success.nan_to_num(0.0)  # never sampled: s_i = 0, weight 1
+        return (1.0 - s).clamp(min=self.config.priority_floor)
 
     def sample_completions(self, prompts: list[str], grad: bool = False) -> Batch:
         """Sample one completion per entry of ``prompts`` with the current policy. With
@@ -295,7 +340,9 @@ class Trainer:
         keeps its graph: that one update's forward pass is the sampling pass."""
         prompts = self.next_prompts(n_prompts)
         grad = self.config.reuse_rollout_forward and self.updates_per_step() == 1
-        return self.sample_completions([p for p in prompts for _ in range(group_size)], grad)
+        batch = self.sample_completions([p for p in prompts for _ in range(group_size)], grad)
+        batch.group_size = group_size
+        return batch
 
     def policy_logprobs(self, batch: Batch) -> torch.Tensor:
         """Log-probs (B, N) of the batch's completions under the current policy, with
@@ -319,25 +366,30 @@ class Trainer:
             return completion_logprobs(self.reference, batch.prompt_ids, batch.tokens,
                                        batch.mask, temperature=self.config.temperature)
 
-    def reference_penalty(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        """InstructGPT's KL penalty (Ouyang et al. 2022, Eq. 2), which PPO and REINFORCE
-        fold into the reward: k1 = log pi_old - log pi_ref per token (B, N), 0 on padding
-        and without a reference; and ``{"kl_ref_k1": its mean over real tokens}`` (empty
-        without a reference)."""
-        ref = self.reference_logprobs(batch)  # (B, N) or None
-        if ref is None:
-            return torch.zeros_like(batch.mask), {}
-        kl = (batch.old_logprobs - ref) * batch.mask  # (B, N) k1 per token
-        return kl, {"kl_ref_k1": float(kl.sum() / batch.mask.sum())}
+    def reference_kl(self, batch: Batch) -> torch.Tensor:
+        """k1 = log pi_old - log pi_ref per token (B, N), 0 on padding and without a
+        reference: the KL penalty that PPO and REINFORCE fold into the reward (InstructGPT,
+        Ouyang et al. 2022, Eq. 2). Its mean over real tokens is logged as ``kl_ref_k1``."""
+        if batch.ref_logprobs is None:
+            return torch.zeros_like(batch.mask)
+        return (batch.old_logprobs - batch.ref_logprobs) * batch.mask  # (B, N)
 
     def rollout(self) -> Batch:
         raise NotImplementedError
 
     def score(self, batch: Batch) -> None:
-        """The verifier: ``batch.rewards`` (B,) and ``batch.correct`` (B,) from the task."""
+        """The verifier: ``batch.rewards`` (B,) and ``batch.correct`` (B,) from the task,
+        and each prompt's share correct (:attr:`success`, prioritized sampling); then
+        ``batch.ref_logprobs`` (:meth:`reference_logprobs`, None without a reference)."""
         batch.rewards = self.task.rewards(batch.prompts, batch.texts)  # (B,)
         batch.correct = torch.tensor([self.task.is_correct(p, t)
                                       for p, t in zip(batch.prompts, batch.texts, strict=True)])
+        if self.prioritized:
+            rows = torch.tensor([self.prompt_index[p] for p in batch.prompts])  # (B,)
+            hits = torch.zeros(len(self.success)).index_add_(0, rows, batch.correct.float())
+            seen = torch.zeros(len(self.success)).index_add_(0, rows, torch.ones(len(rows)))
+            self.success[seen > 0] = hits[seen > 0] / seen[seen > 0]
+        batch.ref_logprobs = self.reference_logprobs(batch)  # (B, N) or None
 
     def compute_targets(self, batch: Batch) -> dict[str, float]:
         raise NotImplementedError
@@ -388,10 +440,19 @@ class Trainer:
         return self.log(batch, metrics, time.perf_counter() - t)  # 6. log
 
     def rollout_metrics(self, batch: Batch) -> dict[str, float]:
-        """Reward, length and entropy of the step's completions."""
+        """Reward, length and entropy of the step's completions; the degenerate groups
+        (grouped rollouts), ``train_unsolved`` (prioritized sampling), ``kl_ref_k1`` (with
+        a reference), ``step_by_step_frac`` (the R1 task)."""
         out = {"reward_mean": float(batch.rewards.mean()),
                "response_len": float(batch.mask.sum(-1).mean()),
                "entropy": float(masked_mean(batch.entropy, batch.mask))}
+        if batch.group_size is not None:
+            out.update(group_metrics(batch.rewards, batch.correct, batch.group_size))
+        if self.prioritized:
+            seen = self.success[~self.success.isnan()]
+            out["train_unsolved"] = float((seen == 0).float().mean())
+        if batch.ref_logprobs is not None:
+            out["kl_ref_k1"] = float(self.reference_kl(batch).sum() / batch.mask.sum())
         if hasattr(self.task, "is_step_by_step"):  # the R1 task
             steps = [self.task.is_step_by_step(t) for t in batch.texts]
             out["step_by_step_frac"] = sum(steps) / len(steps)

@@ -53,10 +53,11 @@ METRICS: dict[str, tuple[str, str]] = {
                                                 "correct completion (the prompt is too hard)"),
     "degenerate_all_right": ("GRPO, REINFORCE", "share of groups with equal rewards and only "
                                                 "correct completions (the prompt is solved)"),
-    "train_unsolved": ("GRPO, prompt_sampling prioritized", "share of the training prompts "
-                       "sampled so far whose last group had no correct completion: what "
+    "train_unsolved": ("online, prompt_sampling prioritized", "share of the training prompts "
+                       "sampled so far whose last rollout had no correct completion: what "
                        "prioritized sampling weights up"),
-    "adv_std": ("GRPO", "unbiased std of the step's advantages (one per completion)"),
+    "adv_std": ("GRPO, REINFORCE", "unbiased std of the step's advantages (one per "
+                                   "completion)"),
     # -- clipped surrogate (GRPO, PPO)
     "clip_frac": ("GRPO, PPO", "share of real tokens where the clipped term of the surrogate "
                                "is the one used (its gradient is 0), averaged over the step's "
@@ -70,10 +71,11 @@ METRICS: dict[str, tuple[str, str]] = {
                                      "log(pi_ref/pi_theta) - 1, mean over real tokens: the "
                                      "KL term of the loss (DeepSeekMath Eq. 4), averaged over "
                                      "the step's optimiser steps"),
-    "kl_ref_k1": ("PPO, REINFORCE with kl_coef > 0", "KL(pi_old || pi_ref) by k1 = log pi_old "
-                                                     "- log pi_ref, mean over real tokens at "
-                                                     "sampling time: the penalty folded into "
-                                                     "the reward (InstructGPT Eq. 2)"),
+    "kl_ref_k1": ("online, with a reference", "KL(pi_old || pi_ref) by k1 = log pi_old - "
+                                              "log pi_ref, mean over real tokens at sampling "
+                                              "time: the penalty PPO and REINFORCE fold into "
+                                              "the reward (InstructGPT Eq. 2); GRPO logs it "
+                                              "beside its loss's k3 (kl_ref)"),
     # -- PPO's critic
     "value_loss": ("PPO", "the critic's clipped value loss, averaged over the step's "
                           "optimiser steps"),

@@ -6,7 +6,7 @@ et al. 2022 (InstructGPT, Eq. 2); GAE and whitening as in OpenAI's lm-human-pref
 1. rollout: ``prompts_per_step`` training prompts, one completion each;
 2. score: the task's verifier (a rule, so no reward model is held);
 3. targets: per-token advantages by ``gae`` from the critic's values and the rewards
-   (the verifier's on the last token, ``-kl_coef`` * k1 KL on each), whitened;
+   (``kl_shaped_rewards``: ``-kl_coef`` * k1 KL on each token, the verifier's at the end);
 4.-5. ``mu`` epochs of ``minibatches`` optimiser steps on ``ppo_policy_loss`` + ``vf_coef`` *
    the critic's ``value_loss`` (separate optimisers);
 6. log: the keys of :data:`course_lib.trainers.metrics.METRICS`.
@@ -24,7 +24,14 @@ import torch
 
 from course_lib._checks import NonNegative, Positive, PositiveInt, UnitInterval
 from course_lib.model import ModelConfig, ValueModel
-from course_lib.ppo import PPO_AGGREGATIONS, gae, ppo_policy_loss, value_loss, whiten
+from course_lib.ppo import (
+    PPO_AGGREGATIONS,
+    gae,
+    kl_shaped_rewards,
+    ppo_policy_loss,
+    value_loss,
+    whiten,
+)
 from course_lib.trainers.base import Batch, ClipConfig, Trainer, adamw
 from course_lib.trainers.metrics import surrogate_metrics
 
@@ -68,6 +75,17 @@ class PPOTrainer(Trainer):
 
     config_cls = PPOConfig
 
+    def __init__(self, policy, task, config: PPOConfig | None = None,
+                 critic: torch.nn.Module | None = None):
+        super().__init__(policy, task, config)
+        if critic is None:
+            block = task.prompt_len + self.max_new_tokens
+            critic = ValueModel.from_policy(
+                policy, ModelConfig(block_size=max(32, block)), seed=self.config.seed)
+        self.critic = critic
+        self.optimizers["value_grad_norm"] = adamw(  # unfused: the PPO chapter's runs
+            critic.parameters(), self.config.critic_lr, self.config, fused=False)
+
     def holds_reference(self) -> bool:
         return self.config.kl_coef > 0
 
@@ -79,16 +97,14 @@ class PPOTrainer(Trainer):
 
     def compute_targets(self, batch: Batch) -> dict[str, float]:
         cfg = self.config
-        kl, metrics = self.reference_penalty(batch)  # (B, N) k1 per token
-        rewards = -cfg.kl_coef * kl  # (B, N) InstructGPT: R = r - beta log(pi/pi_ref)
-        last = (batch.mask.sum(-1).long() - 1).clamp(min=0)  # (B,) the last real token
-        rewards[torch.arange(len(last)), last] += batch.rewards  # the score at the end
+        kl = self.reference_kl(batch)  # (B, N) k1 per token
+        rewards = kl_shaped_rewards(batch.rewards, kl, batch.mask, cfg.kl_coef)  # (B, N)
         with torch.no_grad():
             batch.old_values = self.values(batch)  # (B, N)
         adv, batch.returns = gae(rewards, batch.old_values, batch.mask, gamma=cfg.gamma,
                                  lam=cfg.lam)  # (B, N) each
         batch.advantages = whiten(adv, batch.mask) if cfg.whiten_advantages else adv
-        return metrics
+        return {}
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.config
@@ -103,17 +119,6 @@ class PPOTrainer(Trainer):
         return loss + cfg.vf_coef * vloss, metrics
 
     # --------------------------------------------------- the critic, the minibatches ----
-    def __init__(self, policy, task, config: PPOConfig | None = None,
-                 critic: torch.nn.Module | None = None):
-        super().__init__(policy, task, config)
-        if critic is None:
-            block = task.prompt_len + self.max_new_tokens
-            critic = ValueModel.from_policy(
-                policy, ModelConfig(block_size=max(32, block)), seed=self.config.seed)
-        self.critic = critic
-        self.optimizers["value_grad_norm"] = adamw(  # unfused: the PPO chapter's runs
-            critic.parameters(), self.config.critic_lr, self.config, fused=False)
-
     def values(self, batch: Batch) -> torch.Tensor:
         """Critic values (b, N): ``V`` of the state before each completion token."""
         P = batch.prompt_ids.shape[1]

@@ -24,8 +24,7 @@ import torch
 from course_lib._checks import NonNegative, PositiveInt, check_int
 from course_lib.grpo import compute_group_advantages
 from course_lib.ppo import ppo_policy_loss
-from course_lib.trainers.base import Batch, Trainer, TrainerConfig
-from course_lib.trainers.metrics import group_metrics
+from course_lib.trainers.base import Batch, OnlineConfig, Trainer
 
 __all__ = ["ReinforceConfig", "ReinforceTrainer", "BASELINES"]
 
@@ -33,7 +32,7 @@ BASELINES = ("rloo", "mean", "none")
 
 
 @dataclass
-class ReinforceConfig(TrainerConfig):
+class ReinforceConfig(OnlineConfig):
     """REINFORCE settings: 16 prompts x 8 completions per step (GRPO's budget), no KL."""
 
     group_size: PositiveInt = 8
@@ -63,13 +62,13 @@ class ReinforceTrainer(Trainer):
 
     def compute_targets(self, batch: Batch) -> dict[str, float]:
         cfg = self.config
-        kl, metrics = self.reference_penalty(batch)  # (B, N) k1 per token
-        grouped = (batch.rewards - cfg.kl_coef * kl.sum(-1)).view(-1, cfg.group_size)  # (B/G, G)
+        kl = self.reference_kl(batch).sum(-1)  # (B,) k1 summed over each completion
+        grouped = (batch.rewards - cfg.kl_coef * kl).view(-1, cfg.group_size)  # (B/G, G)
         adv = grouped if cfg.baseline == "none" else compute_group_advantages(grouped, scale="none")
         if cfg.baseline == "rloo":
             adv = adv * cfg.group_size / (cfg.group_size - 1)  # = r_i - mean of the others
-        batch.advantages = adv.reshape(-1)  # (B,)
-        return {**group_metrics(batch.rewards, batch.correct, cfg.group_size), **metrics}
+        batch.advantages = adv.reshape(-1)  # (B,) one per completion
+        return {"adv_std": float(batch.advantages.std())}
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         logprobs = self.policy_logprobs(batch)  # (B, N)
