@@ -14,6 +14,12 @@ all-wrong and all-right group shares, ...).
     python benchmarks/bench_converge.py --variants recipe --seeds 0 --json /tmp/c.json
     python benchmarks/bench_converge.py --report benchmarks/results/converge.json
 
+The GRPO chapter's mechanisms (``MECHANISMS``), three seeds each:
+
+    python benchmarks/bench_converge.py --variants recipe mu4_clip0.1 mu4_clip0.2
+        mu4_clip0.5 beta0.04 dr_grpo dapo_mu4 --seeds 0 1 2 --reproduce beta0.04/seed0
+        --json benchmarks/results/grpo_variants.json
+
 Steps and accuracies depend only on the seed; the seconds depend on the machine and on
 ``--jobs`` (runs in parallel share it), so the training-time claims of issue 13 are
 ``bench_trl.py``'s, run alone. ``--report`` prints the markdown of
@@ -37,14 +43,24 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: variant -> overrides of recipes.grpo_config() (steps: the run's length; a linear
 #: schedule reaches lr 0 at its last step, so "linear" and "recipe" end at step 800).
-#: The committed converge.json ran when the recipe's priority_floor was 0.2 (each run's
-#: spec records its full config).
 VARIANTS = {
     "baseline": {"prompt_sampling": "uniform", "lr_schedule": "constant", "steps": 2000},
     "linear": {"prompt_sampling": "uniform"},
     "prioritized": {"lr_schedule": "constant", "steps": 2000},
     "recipe": {},
 }
+#: The GRPO chapter's mechanisms on the language model (``grpo_variants.json``): the clip
+#: with several updates per batch (the draft's clipping exercise: eps 0.1, 0.2, 0.5), the
+#: k3 KL term at DeepSeekMath's beta, Dr. GRPO, and DAPO's loss with clip-higher.
+MECHANISMS = {
+    "mu4_clip0.1": {"mu": 4, "clip_eps": 0.1},
+    "mu4_clip0.2": {"mu": 4, "clip_eps": 0.2},
+    "mu4_clip0.5": {"mu": 4, "clip_eps": 0.5},
+    "beta0.04": {"beta": 0.04},
+    "dr_grpo": {"loss_type": "dr_grpo", "scale": "none"},
+    "dapo_mu4": {"loss_type": "dapo", "clip_eps_high": 0.28, "mu": 4},
+}
+ALL_VARIANTS = {**VARIANTS, **MECHANISMS}
 KS = (1, 8, 64)
 #: the run the reproduce test reruns
 REPRODUCE = ["recipe/seed0"]
@@ -101,7 +117,7 @@ def spec(variant: str, seed: int) -> dict:
     """Everything one run needs, in full (the recipe's configs with the variant's overrides)."""
     from course_lib import recipes
 
-    config = recipes.grpo_config(seed=seed, **VARIANTS[variant])
+    config = recipes.grpo_config(seed=seed, **ALL_VARIANTS[variant])
     return {"variant": variant, "task": "addition", "warm_start_seed": 0, "threads": 1,
             "config": asdict(config), "model_config": asdict(recipes.model_config()),
             "sft_config": asdict(recipes.sft_config())}
@@ -126,27 +142,15 @@ def execute(run_spec: dict) -> dict:
     exactly), ``"timing"`` the seconds (which it does not); ``"classes"`` the end-of-run
     :func:`class_report`.
     """
-    import torch
-
-    from course_lib.model import ModelConfig
-    from course_lib.sft import SFTConfig, warm_start
-    from course_lib.tasks import TASKS
+    from course_lib.results import config_from_spec, torch_threads, warm_start_from_spec
     from course_lib.trainers import GRPOConfig, GRPOTrainer
     from course_lib.trainers.metrics import TIMINGS
 
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in run_spec["config"].items()}
-    config = GRPOConfig(**fields)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(run_spec["threads"])
-    try:
-        task = TASKS[run_spec["task"]](seed=0)
-        policy = warm_start(task, seed=run_spec["warm_start_seed"],
-                            model_config=ModelConfig(**run_spec["model_config"]),
-                            sft_config=SFTConfig(**run_spec["sft_config"]))
+    config = config_from_spec(GRPOConfig, run_spec["config"])
+    with torch_threads(run_spec["threads"]):
+        task, policy = warm_start_from_spec(run_spec)
         history = GRPOTrainer(policy, task, config).train(progress=False)
         classes = class_report(policy, task, config.temperature, seed=config.seed)
-    finally:
-        torch.set_num_threads(threads)
     return {"spec": run_spec, "exact": {k: v for k, v in history.items() if k not in TIMINGS},
             "timing": {k: history[k] for k in TIMINGS}, "summary": summary(history),
             "classes": classes}
@@ -243,7 +247,11 @@ def _diagnosis_groups(runs: list[dict]) -> dict[str, list[dict]]:
 # --------------------------------------------------------------------- main ----
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(ALL_VARIANTS),
+                   help=f"default: {' '.join(VARIANTS)}; the chapter's mechanisms: "
+                        f"recipe {' '.join(MECHANISMS)}")
+    p.add_argument("--reproduce", nargs="+", default=REPRODUCE,
+                   help="run ids the reproduce test reruns (default: %(default)s)")
     p.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel (1 thread each)")
     p.add_argument("--json", default=None, help="write the result here")
@@ -255,7 +263,7 @@ def main(argv=None):
     from course_lib.results import collect_provenance, write_result
 
     prov = collect_provenance(args.seeds, torch_threads=1, reproduce={
-        "script": "benchmarks/bench_converge.py", "function": "execute", "runs": REPRODUCE})
+        "script": "benchmarks/bench_converge.py", "function": "execute", "runs": args.reproduce})
     jobs = [(f"{v}/seed{s}", spec(v, s)) for v in args.variants for s in args.seeds]
     from course_lib import recipes
     from course_lib.sft import warm_start  # build the cached warm start once, up front
@@ -268,11 +276,11 @@ def main(argv=None):
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         runs = list(pool.map(_execute_job, jobs))
     print(f"{len(runs)} runs in {time.perf_counter() - t0:.0f} s")
-    result = {"provenance": prov, "variants": {v: VARIANTS[v] for v in args.variants},
+    result = {"provenance": prov, "variants": {v: ALL_VARIANTS[v] for v in args.variants},
               "runs": runs}
     print(report(result))
     if args.json:
-        if not set(REPRODUCE) <= {r["id"] for r in runs}:
+        if not set(args.reproduce) <= {r["id"] for r in runs}:
             prov["reproduce"]["runs"] = [runs[0]["id"]]
         write_result(args.json, result)
 

@@ -129,32 +129,20 @@ def execute(run_spec: dict) -> dict:
     (which the same spec reproduces exactly on the same kind of machine), ``"timing"``
     the wall times and memory (which it does not).
     """
-    import torch
-
-    from course_lib.model import ModelConfig
-    from course_lib.sft import SFTConfig, warm_start
-    from course_lib.tasks import TASKS
+    from course_lib.results import config_from_spec, torch_threads, warm_start_from_spec
     from course_lib.train import peak_rss_mb
     from course_lib.trainers import TRAINERS
     from course_lib.trainers.metrics import TIMINGS
 
     trainer_cls, config_cls = TRAINERS[run_spec["algo"]]
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in run_spec["config"].items()}
-    config = config_cls(**fields)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(run_spec["threads"])
-    try:
-        task = TASKS[run_spec["task"]](seed=0)
-        policy = warm_start(task, seed=run_spec["warm_start_seed"],
-                            model_config=ModelConfig(**run_spec["model_config"]),
-                            sft_config=SFTConfig(**run_spec["sft_config"]))
+    config = config_from_spec(config_cls, run_spec["config"])
+    with torch_threads(run_spec["threads"]):
+        task, policy = warm_start_from_spec(run_spec)
         rss_before = peak_rss_mb()
         trainer = trainer_cls(policy, task, config)
         t0 = time.perf_counter()
         history = trainer.train(progress=False)
         wall = time.perf_counter() - t0
-    finally:
-        torch.set_num_threads(threads)
     timing_keys = TIMINGS  # wall, step_seconds, eval_wall, eval_seconds
     return {
         "spec": run_spec,

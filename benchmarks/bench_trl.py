@@ -101,28 +101,19 @@ def _rss_mb() -> float:
 def execute(run_spec: dict) -> dict:
     """Run ``run_spec`` in this process; returns ``{"spec", "exact", "timing"}``: the
     evaluations and per-step rewards (reproducible) and the seconds and memory (not)."""
-    import torch
     from transformers.utils import logging as hf_logging
 
     from course_lib import trl_bridge as tb
-    from course_lib.model import ModelConfig
-    from course_lib.sft import SFTConfig, warm_start
-    from course_lib.tasks import AdditionTask
+    from course_lib.results import config_from_spec, torch_threads, warm_start_from_spec
     from course_lib.trainers.grpo import GRPOConfig, GRPOTrainer
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(run_spec["threads"])
     hf_logging.set_verbosity_error()
-    try:
-        task = AdditionTask(seed=0)
-        tiny = warm_start(task, seed=0, model_config=ModelConfig(**run_spec["model_config"]),
-                          sft_config=SFTConfig(**run_spec["sft_config"]))
+    with torch_threads(run_spec["threads"]):
+        task, tiny = warm_start_from_spec(run_spec)
         # the very same weights for every trainer: TinyGPT, or the GPT-2 computing it
         model = tiny if run_spec["trainer"] == "course_lib_tinygpt" else tb.to_hf(tiny)
         model.train()
-        fields = {k: tuple(v) if isinstance(v, list) else v
-                  for k, v in run_spec["config"].items()}
-        cfg = GRPOConfig(**fields)
+        cfg = config_from_spec(GRPOConfig, run_spec["config"])
         rss_before = _rss_mb()
         if run_spec["trainer"] == "trl":
             acc = tb.HeldOutAccuracy(task, eval_every=cfg.eval_every,
@@ -139,8 +130,6 @@ def execute(run_spec: dict) -> dict:
             hist = {k: h[k] for k in ("eval_step", "eval_accuracy", "eval_wall",
                                       "step_seconds")}
             hist["reward"] = h["reward_mean"]
-    finally:
-        torch.set_num_threads(threads)
     timing_keys = ("eval_wall", "step_seconds")
     return {"spec": run_spec,
             "exact": {k: v for k, v in hist.items() if k not in timing_keys},

@@ -35,6 +35,7 @@ scripts can use it at no cost.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import importlib.metadata
 import json
@@ -46,8 +47,8 @@ import sys
 from pathlib import Path
 
 __all__ = ["PROVENANCE_KEYS", "results_dir", "load", "cpu_model", "collect_provenance",
-           "write_result", "check_provenance", "describe", "t_quantile", "mean_interval",
-           "welch_interval"]
+           "write_result", "config_from_spec", "warm_start_from_spec", "torch_threads",
+           "check_provenance", "describe", "t_quantile", "mean_interval", "welch_interval"]
 
 PROVENANCE_KEYS = ("command", "git_revision", "git_dirty", "created", "seeds", "versions",
                    "machine", "reproduce")
@@ -137,6 +138,40 @@ def collect_provenance(seeds: list[int], torch_threads: int, reproduce: dict,
                     "torch_threads": torch_threads, "load_average_start": os.getloadavg()},
         "reproduce": dict(reproduce),
     }
+
+
+def config_from_spec(config_cls, fields: dict):
+    """``config_cls`` rebuilt field by field from a spec's ``asdict`` (JSON lists back to
+    tuples), so only the spec decides what runs, not today's defaults."""
+    return config_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+
+
+def warm_start_from_spec(run_spec: dict):
+    """``(task, policy)`` of a spec: the task (``"task"``, default addition, seed 0) and
+    the cached supervised warm start of ``model_config``, ``sft_config`` and
+    ``warm_start_seed`` (default 0)."""
+    from course_lib.model import ModelConfig
+    from course_lib.sft import SFTConfig, warm_start
+    from course_lib.tasks import TASKS
+
+    task = TASKS[run_spec.get("task", "addition")](seed=0)
+    policy = warm_start(task, seed=run_spec.get("warm_start_seed", 0),
+                        model_config=ModelConfig(**run_spec["model_config"]),
+                        sft_config=SFTConfig(**run_spec["sft_config"]))
+    return task, policy
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the block with ``torch.set_num_threads(n)``, then restore the previous count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def write_result(path: str | Path, result: dict) -> None:
