@@ -1,10 +1,10 @@
 """Benchmark: GRPO, PPO, REINFORCE (RLOO) and DPO on the running example, and the R1 experiment.
 
 Chapter: "GRPO vs PPO vs DPO, measured" renders the JSON ``compare`` writes
-(benchmarks/results/training.json), and "The R1 connection" the second experiment.
+(benchmarks/results/training.json), and "GRPO" (its R1 section) the JSON of ``r1``.
 
     python benchmarks/bench_training.py compare --json benchmarks/results/training.json
-    python benchmarks/bench_training.py r1 --seeds 0 1 2
+    python benchmarks/bench_training.py r1 --seeds 0 1 2 --json benchmarks/results/r1.json
     python benchmarks/bench_training.py threads   # 1 vs 2 torch threads, GRPO step time
 
 ``compare`` is a tuned comparison at one sample budget:
@@ -31,10 +31,14 @@ from the recorded specs and requires identical histories. Printed: the tuning gr
 per method, every seed's final held-out accuracy with the mean and its 95% t-interval.
 
 ``r1``: MultiStepSumTask (four two-digit numbers; the warm start imitates a 50/50 mix of
-direct answers and written partial sums), GRPO rewarding only the final answer. Reports,
-over training, held-out accuracy, mean response length, and the share of step-by-step
-completions, and the warm model's accuracy per format; says whether length and accuracy
-rose together. The conclusion printed is computed from the numbers, whichever way they go.
+direct answers and written partial sums), GRPO rewarding only the final answer, one run
+per seed (a :func:`spec` run by :func:`execute_r1`, ``--jobs`` at a time). Reports, at
+every evaluation, held-out accuracy, mean response length, the share of step-by-step
+completions and the accuracy of each format, and the warm model's sampled accuracy per
+format; says whether length and accuracy rose together. The conclusion printed is computed
+from the numbers, whichever way they go. The JSON (benchmarks/results/r1.json) has the
+same provenance and runs as ``compare``'s; the reproduce test reruns the first
+``--eval-every`` steps of seed 0 (``prefix_steps``).
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
+
+from course_lib.trainers import TRAINERS, GRPOTrainer
+from course_lib.trainers.base import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 ALGOS = ("grpo", "ppo", "reinforce", "dpo")
@@ -85,15 +92,6 @@ def _fmt(s, spec=".3f", scale=1.0):
             f"{s['max'] * scale:{spec}}]")
 
 
-def _write_json(result: dict, json_out: str | None) -> None:
-    """Write ``result`` to ``json_out`` (creating its folder), if a path is given."""
-    if json_out:
-        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        with open(json_out, "w") as f:
-            json.dump(result, f, indent=1)
-        print(f"wrote {json_out}")
-
-
 def run_one(algo: str, seed: int, args: list[str], threads: int = 1) -> dict:
     """One ``python -m course_lib.train`` run in a fresh process; returns its JSON metrics."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -106,17 +104,23 @@ def run_one(algo: str, seed: int, args: list[str], threads: int = 1) -> dict:
 
 
 # ------------------------------------------------------------------- compare ----
-def spec(algo: str, seed: int, overrides: dict, threads: int = 1) -> dict:
-    """Everything one run needs, written out in full with today's defaults filled in."""
+def spec(algo: str, seed: int, overrides: dict, threads: int = 1,
+         task_name: str = "addition") -> dict:
+    """Everything one run needs, written out in full with today's defaults filled in: the
+    task (its name and every argument of its constructor, seed 0), the trainer's config,
+    the model and SFT configs of the warm start (seed 0), the torch threads."""
+    import inspect
+
     from course_lib.model import ModelConfig
     from course_lib.sft import SFTConfig
     from course_lib.tasks import TASKS
-    from course_lib.trainers import TRAINERS
 
-    task = TASKS["addition"](seed=0)
+    task = TASKS[task_name](seed=0)
     config = TRAINERS[algo][1](seed=seed, **overrides)
     model = ModelConfig(block_size=max(32, task.prompt_len + task.max_new_tokens))
-    return {"algo": algo, "task": "addition", "warm_start_seed": 0, "threads": threads,
+    return {"algo": algo, "task": task_name,
+            "task_config": {k: getattr(task, k) for k in inspect.signature(type(task)).parameters},
+            "warm_start_seed": 0, "threads": threads,
             "config": asdict(config), "model_config": asdict(model),
             "sft_config": asdict(SFTConfig())}
 
@@ -129,13 +133,17 @@ def execute(run_spec: dict) -> dict:
     (which the same spec reproduces exactly on the same kind of machine), ``"timing"``
     the wall times and memory (which it does not).
     """
+    return _run_spec(run_spec, TRAINERS[run_spec["algo"]][0])[0]
+
+
+def _run_spec(run_spec: dict, trainer_cls) -> tuple[dict, Trainer]:
+    """:func:`execute` with ``trainer_cls`` (a subclass of the spec's trainer) doing the
+    training; returns the record and the trainer."""
     from course_lib.results import config_from_spec, torch_threads, warm_start_from_spec
     from course_lib.train import peak_rss_mb
-    from course_lib.trainers import TRAINERS
     from course_lib.trainers.metrics import TIMINGS
 
-    trainer_cls, config_cls = TRAINERS[run_spec["algo"]]
-    config = config_from_spec(config_cls, run_spec["config"])
+    config = config_from_spec(TRAINERS[run_spec["algo"]][1], run_spec["config"])
     with torch_threads(run_spec["threads"]):
         task, policy = warm_start_from_spec(run_spec)
         rss_before = peak_rss_mb()
@@ -154,17 +162,18 @@ def execute(run_spec: dict) -> dict:
         "warm_start": {k: v for k, v in policy.warm_start_info.items()
                        if k not in ("cache_path", "cache_hit")},
         "config_fields_not_in_spec": sorted(set(asdict(config)) - set(run_spec["config"])),
-    }
+    }, trainer
 
 
-def execute_in_subprocess(run_spec: dict) -> dict:
-    """:func:`execute` in a fresh ``python`` process (own peak memory, no shared state)."""
+def execute_in_subprocess(run_spec: dict, function: str = "execute") -> dict:
+    """:func:`execute` (or another of :data:`EXECUTE`) in a fresh ``python`` process (own
+    peak memory, no shared state)."""
     with tempfile.TemporaryDirectory() as tmp:
         spec_path, out = os.path.join(tmp, "spec.json"), os.path.join(tmp, "run.json")
         with open(spec_path, "w") as f:
             json.dump(run_spec, f)
-        subprocess.run([sys.executable, __file__, "execute", spec_path, out], check=True,
-                       cwd=ROOT)
+        subprocess.run([sys.executable, __file__, "execute", spec_path, out,
+                        "--function", function], check=True, cwd=ROOT)
         with open(out) as f:
             return json.load(f)
 
@@ -191,11 +200,12 @@ def select_lr(tuning: list[dict]) -> float:
     return best["spec"]["config"]["lr"]
 
 
-def _run_all(jobs: list[tuple[str, dict]], n_jobs: int) -> list[dict]:
+def _run_all(jobs: list[tuple[str, dict]], n_jobs: int, function: str = "execute"
+             ) -> list[dict]:
     def one(job):
         run_id, s = job
         t = time.perf_counter()
-        rec = execute_in_subprocess(s)
+        rec = execute_in_subprocess(s, function)
         acc = rec["exact"]["eval_accuracy"]
         print(f"  {run_id:28s} {acc[0]:.3f} -> {acc[-1]:.3f}  "
               f"({rec['timing']['wall_seconds']:.1f} s train, "
@@ -305,98 +315,170 @@ def compare(seeds, samples: int, eval_every: int, grid, tune_seed: int, n_jobs: 
     return result
 
 
-def r1_experiment(seeds, steps: int, eval_every: int, json_out: str | None,
-                  threads: int) -> dict:
-    """GRPO on MultiStepSumTask: do response length and accuracy rise together?"""
+# ------------------------------------------------------------------------ r1 ----
+#: the R1 run the reproduce test reruns (its first eval_every steps: ``prefix_steps``)
+R1_REPRODUCE = ["r1/seed0"]
+#: a threshold of the printed verdict: the median correlation of length and accuracy
+R1_TOGETHER = 0.5
+
+
+def r1_held_out(policy, task) -> dict:
+    """The greedy completions of the held-out prompts, measured: their mean length in
+    characters (one token each, EOS included), the share written step by step, and the
+    accuracy among the step-by-step ones and among the direct ones (None: there are none)."""
+    from course_lib.evaluate import greedy_completions
+
+    texts = greedy_completions(policy, task, task.test)
+    ok = [task.is_correct(p, t) for p, t in zip(task.test, texts, strict=True)]
+    steps = [task.is_step_by_step(t) for t in texts]
+    by_format = {fmt: [o for o, s in zip(ok, steps, strict=True) if s == (fmt == "step_by_step")]
+                 for fmt in ("step_by_step", "direct")}
+    return {"response_len": sum(len(t) for t in texts) / len(texts),
+            "step_by_step_frac": sum(steps) / len(steps),
+            **{f"accuracy_{fmt}": sum(v) / len(v) if v else None for fmt, v in by_format.items()}}
+
+
+def sampled_accuracy_by_format(policy, task, n_prompts: int = 500, per_prompt: int = 4,
+                               seed: int = 0) -> dict:
+    """Sampled accuracy (temperature 1) of the completions that chose each format, from
+    ``per_prompt`` samples of each of the first ``n_prompts`` held-out prompts:
+    ``{"step_by_step": {"accuracy", "n"}, "direct": {...}}`` (accuracy None if n = 0). On the
+    warm start: which format pays when the model writes it."""
     import torch
 
-    from course_lib.evaluate import greedy_completions
     from course_lib.model import sample
-    from course_lib.sft import warm_start
-    from course_lib.tasks import MultiStepSumTask
-    from course_lib.trainers import GRPOConfig, GRPOTrainer
 
-    torch.set_num_threads(threads)
-    task = MultiStepSumTask(seed=0)
-
-    def held_out(policy):
-        texts = greedy_completions(policy, task, task.test)
-        ok = [task.is_correct(p, t) for p, t in zip(task.test, texts, strict=True)]
-        step = [task.is_step_by_step(t) for t in texts]
-        acc_step = [o for o, s in zip(ok, step, strict=True) if s]
-        acc_direct = [o for o, s in zip(ok, step, strict=True) if not s]
-        return {"accuracy": sum(ok) / len(ok),
-                "response_len": sum(len(t) for t in texts) / len(texts),
-                "step_by_step_frac": sum(step) / len(step),
-                "accuracy_step_by_step": sum(acc_step) / len(acc_step) if acc_step else None,
-                "accuracy_direct": sum(acc_direct) / len(acc_direct) if acc_direct else None}
-
-    def forced_format_accuracy(policy, fmt: str, n: int = 500):
-        """Sampled accuracy (temperature 1) of completions that chose ``fmt``."""
-        prompts = [p for p in task.test[:n] for _ in range(4)]
+    prompts = [p for p in task.test[:n_prompts] for _ in range(per_prompt)]
+    with torch.no_grad():
         out = sample(policy, task.encode_prompts(prompts), task.max_new_tokens,
-                     generator=torch.Generator().manual_seed(0))
-        texts = [task.decode(t) for t in out.tokens]
-        sel = [(p, t) for p, t in zip(prompts, texts, strict=True)
-               if task.is_step_by_step(t) == (fmt == "steps")]
-        return (sum(task.is_correct(p, t) for p, t in sel) / len(sel)) if sel else None, len(sel)
+                     generator=torch.Generator().manual_seed(seed))
+    texts = [task.decode(t) for t in out.tokens]
+    result = {}
+    for fmt in ("step_by_step", "direct"):
+        hits = [task.is_correct(p, t) for p, t in zip(prompts, texts, strict=True)
+                if task.is_step_by_step(t) == (fmt == "step_by_step")]
+        result[fmt] = {"accuracy": sum(hits) / len(hits) if hits else None, "n": len(hits)}
+    return result
 
-    runs = []
-    for seed in seeds:
-        policy = warm_start(task, seed=0)
-        start = held_out(policy)
-        fmt = {f: forced_format_accuracy(policy, f) for f in ("steps", "direct")}
-        trainer = GRPOTrainer(policy, task, GRPOConfig(seed=seed, steps=steps, eval_every=0,
-                                                       lr=5e-4))
-        curve = [{"step": 0, **start}]
-        t0 = time.perf_counter()
-        while trainer.step_count < steps:
-            trainer.config.steps = eval_every
-            trainer.train(progress=False)
-            curve.append({"step": trainer.step_count, **held_out(policy)})
-        wall = time.perf_counter() - t0
-        h = trainer.history
-        runs.append({"seed": seed, "curve": curve, "wall_seconds": wall,
-                     "warm_sampled_accuracy_by_format": {
-                         f: {"accuracy": a, "n": n} for f, (a, n) in fmt.items()},
-                     "train_response_len": h["response_len"],
-                     "train_step_by_step_frac": h["step_by_step_frac"],
-                     "train_reward_mean": h["reward_mean"]})
-        print(f"seed {seed}: warm sampled accuracy, step-by-step "
-              f"{fmt['steps'][0]} (n={fmt['steps'][1]}), direct {fmt['direct'][0]} "
-              f"(n={fmt['direct'][1]}); {wall:.0f} s")
+
+class R1Trainer(GRPOTrainer):
+    """GRPO measuring what the R1 experiment reports: when built, the warm start's
+    :func:`sampled_accuracy_by_format` (``warm_by_format``); after every evaluation,
+    :func:`r1_held_out` (``held_out``: one list per key, one entry per evaluation)."""
+
+    def __init__(self, policy, task, config=None):
+        super().__init__(policy, task, config)
+        self.warm_by_format = sampled_accuracy_by_format(policy, task)
+        self.held_out: dict[str, list] = {}
+
+    def run_eval(self) -> float:
+        acc = super().run_eval()
+        t = time.perf_counter()
+        for k, v in r1_held_out(self.policy, self.task).items():
+            self.held_out.setdefault(k, []).append(v)
+        seconds = time.perf_counter() - t
+        self._eval_seconds += seconds  # evaluation time stays out of the training clock
+        self.history["eval_seconds"][-1] += seconds
+        return acc
+
+
+def execute_r1(run_spec: dict) -> dict:
+    """:func:`execute` with :class:`R1Trainer`: ``"exact"`` also holds the held-out
+    measurements of every evaluation (``eval_response_len``, ``eval_step_by_step_frac``,
+    ``eval_accuracy_step_by_step``, ``eval_accuracy_direct``) and the warm start's
+    ``warm_sampled_accuracy_by_format``."""
+    record, trainer = _run_spec(run_spec, R1Trainer)
+    record["exact"].update({f"eval_{k}": v for k, v in trainer.held_out.items()},
+                           warm_sampled_accuracy_by_format=trainer.warm_by_format)
+    return record
+
+
+#: what ``execute --function`` runs
+EXECUTE = {"execute": execute, "execute_r1": execute_r1}
+
+
+def r1_change(run: dict) -> dict:
+    """Start-to-end change of one run's held-out accuracy and mean response length, and
+    their Pearson correlation over the evaluations (0 if either stays constant)."""
+    e = run["exact"]
+    acc, length = e["eval_accuracy"], e["eval_response_len"]
+    corr = (statistics.correlation(acc, length) if len(set(acc)) > 1 and len(set(length)) > 1
+            else 0.0)
+    return {"accuracy_change": acc[-1] - acc[0], "length_change": length[-1] - length[0],
+            "corr_len_acc": corr}
+
+
+def r1_summary(runs: list[dict]) -> dict:
+    """Per run :func:`r1_change`; in how many runs both rose; the median correlation and
+    the verdict it gives (moved together iff it exceeds :data:`R1_TOGETHER`)."""
+    changes = {r["id"]: r1_change(r) for r in runs}
+    median = statistics.median(c["corr_len_acc"] for c in changes.values())
+    return {"per_run": changes,
+            "rose_together": sum(c["accuracy_change"] > 0 and c["length_change"] > 0
+                                 for c in changes.values()),
+            "median_corr_len_acc": median,
+            "verdict": "they moved together" if median > R1_TOGETHER
+            else "no strong co-movement"}
+
+
+def print_r1(result: dict) -> None:
+    """Per seed the warm start's sampled accuracy per format and the held-out curve; then
+    the change and correlation per seed and the verdict."""
+    def f(x):
+        return "-" if x is None else f"{x:.3f}"
+
+    for run in result["runs"]:
+        e, warm = run["exact"], run["exact"]["warm_sampled_accuracy_by_format"]
+        print(f"\n{run['id']}: warm sampled accuracy, step-by-step "
+              f"{f(warm['step_by_step']['accuracy'])} (n={warm['step_by_step']['n']}), direct "
+              f"{f(warm['direct']['accuracy'])} (n={warm['direct']['n']}); "
+              f"{run['timing']['wall_seconds']:.0f} s")
         print("| step | held-out acc | mean response len | step-by-step share | "
               "acc step-by-step | acc direct |")
         print("|---|---|---|---|---|---|")
-        def f(x):
-            return "-" if x is None else f"{x:.3f}"
+        for i, step in enumerate(e["eval_step"]):
+            print(f"| {step} | {e['eval_accuracy'][i]:.3f} | {e['eval_response_len'][i]:.2f} | "
+                  f"{e['eval_step_by_step_frac'][i]:.3f} | "
+                  f"{f(e['eval_accuracy_step_by_step'][i])} | "
+                  f"{f(e['eval_accuracy_direct'][i])} |")
+    s = result["summary"]
+    print("\nrun | accuracy change | response length change | corr(length, accuracy)")
+    for run_id, c in s["per_run"].items():
+        print(f"{run_id} | {c['accuracy_change']:+.3f} | {c['length_change']:+.2f} | "
+              f"{c['corr_len_acc']:+.2f}")
+    print(f"both higher at the end than at the start in {s['rose_together']} of "
+          f"{len(s['per_run'])} runs; median correlation of length and accuracy over the "
+          f"evaluations {s['median_corr_len_acc']:+.2f} ({s['verdict']})")
 
-        for c in curve:
-            print(f"| {c['step']} | {c['accuracy']:.3f} | {c['response_len']:.2f} | "
-                  f"{c['step_by_step_frac']:.3f} | {f(c['accuracy_step_by_step'])} | "
-                  f"{f(c['accuracy_direct'])} |")
-    # did length and accuracy rise together? Pearson correlation over the eval points.
-    verdicts = []
-    for r in runs:
-        acc = [c["accuracy"] for c in r["curve"]]
-        ln = [c["response_len"] for c in r["curve"]]
-        corr = statistics.correlation(acc, ln) if len(set(ln)) > 1 and len(set(acc)) > 1 \
-            else 0.0
-        r["corr_len_acc"] = corr
-        verdicts.append((acc[-1] - acc[0], ln[-1] - ln[0], corr))
-    print("\nseed | accuracy change | response length change | corr(length, accuracy)")
-    for r, (da, dl, c) in zip(runs, verdicts, strict=True):
-        print(f"{r['seed']} | {da:+.3f} | {dl:+.2f} | {c:+.2f}")
-    together = sum(da > 0 and dl > 0 for da, dl, _ in verdicts)
-    med_corr = statistics.median(c for _, _, c in verdicts)
-    print(f"both higher at the end than at the start in {together} of {len(runs)} seeds; "
-          f"median correlation of length and accuracy over the evaluations {med_corr:+.2f} "
-          f"({'they moved together' if med_corr > 0.5 else 'no strong co-movement'})")
-    result = {"task": repr(task), "steps": steps, "runs": runs,
-              "median_corr_len_acc": med_corr,
-              "load_average_at_end": os.getloadavg(),
-              "rose_together": together, "n_seeds": len(runs)}
-    _write_json(result, json_out)
+
+def r1_experiment(seeds, steps: int, eval_every: int, json_out: str | None, threads: int,
+                  n_jobs: int) -> dict:
+    """GRPO on MultiStepSumTask, one run per seed, each in its own process: do response
+    length and accuracy rise together? The reproduce test reruns the first ``eval_every``
+    steps of seed 0 (``prefix_steps``: with a constant learning rate they do not depend
+    on the run's length)."""
+    from course_lib.results import collect_provenance, warm_start_from_spec, write_result
+
+    jobs = [(f"r1/seed{s}", spec("grpo", s, {"steps": steps, "eval_every": eval_every,
+                                             "lr": 5e-4}, threads, task_name="multisum"))
+            for s in seeds]
+    reproduce = {"script": "benchmarks/bench_training.py", "function": "execute_r1",
+                 "runs": [i for i, _ in jobs if i in R1_REPRODUCE] or [jobs[0][0]]}
+    if 0 < eval_every < steps:
+        reproduce["prefix_steps"] = eval_every
+    provenance = collect_provenance(list(seeds), threads, reproduce)
+    warm_start_from_spec(jobs[0][1])  # build the cached warm start once, before the runs
+    t0 = time.perf_counter()
+    runs = _run_all(jobs, n_jobs, "execute_r1")
+    result = {"provenance": provenance,
+              "design": {"task": jobs[0][1]["task_config"], "seeds": list(seeds),
+                         "steps": steps, "eval_every": eval_every, "threads": threads,
+                         "jobs": n_jobs, "reward": "1 for the exact final answer, else 0"},
+              "runs": runs, "total_seconds": time.perf_counter() - t0}
+    result["summary"] = r1_summary(runs)
+    print_r1(result)
+    if json_out:
+        write_result(json_out, result)
     return result
 
 
@@ -463,6 +545,7 @@ def main(argv=None):
     e = sub.add_parser("execute", help="(internal) run one spec JSON, write its record")
     e.add_argument("spec")
     e.add_argument("out")
+    e.add_argument("--function", default="execute", choices=list(EXECUTE))
     tb = sub.add_parser("table", help="print the tables of a compare result")
     tb.add_argument("json", nargs="?",
                     default=str(ROOT / "benchmarks" / "results" / "training.json"))
@@ -471,6 +554,7 @@ def main(argv=None):
     r.add_argument("--steps", type=int, default=300)
     r.add_argument("--eval-every", type=int, default=50)
     r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--jobs", type=int, default=3, help="runs at a time (separate processes)")
     r.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "r1.json"))
     sub.add_parser("threads", help="GRPO step time with 1 and 2 threads")
     t = sub.add_parser("target", help="GRPO wall time to 90%% held-out accuracy, per seed")
@@ -485,14 +569,15 @@ def main(argv=None):
                 args.jobs, args.json, args.threads)
     elif args.cmd == "execute":
         with open(args.spec) as f:
-            record = execute(json.load(f))
+            record = EXECUTE[args.function](json.load(f))
         with open(args.out, "w") as f:
             json.dump(record, f)
     elif args.cmd == "table":
         with open(args.json) as f:
             print_tables(json.load(f))
     elif args.cmd == "r1":
-        r1_experiment(args.seeds, args.steps, args.eval_every, args.json, args.threads)
+        r1_experiment(args.seeds, args.steps, args.eval_every, args.json, args.threads,
+                      args.jobs)
     elif args.cmd == "target":
         target(args.seeds, args.steps, args.stop_at, args.eval_every, args.threads)
     else:

@@ -19,6 +19,7 @@ versions       python, torch, numpy, course_lib (+ transformers, trl, ... when u
 machine        platform, processor, CPU model (``cpu``), CPU count, CPUs usable, torch
                threads, load average
 reproduce      ``{"script": path, "function": name, "runs": [run ids]}``: how the test reruns
+               (optionally ``"prefix_steps": n``: only the first n steps of each run, below)
 =============  ================================================================================
 
 The reproduce contract: the result has ``"runs"``, a list of dicts, each with an ``"id"``,
@@ -28,6 +29,15 @@ a ``"spec"`` (everything the run needs, written out in full: the config dataclas
 on the same kind of machine; wall times and memory go elsewhere, e.g. ``"timing"``).
 ``function(spec)`` in ``script`` runs one spec in the current process and returns a dict
 with the same ``"exact"``. The test reruns the ids listed in ``reproduce["runs"]``.
+
+A run too long for the test's budget may be checked on a prefix: with
+``reproduce["prefix_steps"] = n`` the test reruns the spec with ``config["steps"] = n`` and
+compares the first n entries of every per-step list of ``"exact"``, the evaluations at steps
+<= n (the lists whose key starts with ``eval_``, one entry per evaluation, ``eval_step``
+among them) and every other value whole. This holds only if the first n steps do not
+depend on the run's length, so the test refuses a prefix unless the spec has a constant
+learning rate (``lr_schedule`` "constant", ``warmup_steps`` 0) and the full run evaluated
+at step n (``eval_every`` > 0 divides n), as the rerun does at its last step.
 
 This module imports only the standard library (no torch), so notebooks and benchmark
 scripts can use it at no cost.
@@ -147,14 +157,15 @@ def config_from_spec(config_cls, fields: dict):
 
 
 def warm_start_from_spec(run_spec: dict):
-    """``(task, policy)`` of a spec: the task (``"task"``, default addition, seed 0) and
-    the cached supervised warm start of ``model_config``, ``sft_config`` and
-    ``warm_start_seed`` (default 0)."""
+    """``(task, policy)`` of a spec: the task (``"task"``, default addition, built with the
+    keyword arguments ``"task_config"``, default seed 0) and the cached supervised warm start
+    of ``model_config``, ``sft_config`` and ``warm_start_seed`` (default 0)."""
     from course_lib.model import ModelConfig
     from course_lib.sft import SFTConfig, warm_start
     from course_lib.tasks import TASKS
 
-    task = TASKS[run_spec.get("task", "addition")](seed=0)
+    task_config = {"seed": 0, **run_spec.get("task_config", {})}
+    task = TASKS[run_spec.get("task", "addition")](**task_config)
     policy = warm_start(task, seed=run_spec.get("warm_start_seed", 0),
                         model_config=ModelConfig(**run_spec["model_config"]),
                         sft_config=SFTConfig(**run_spec["sft_config"]))
@@ -201,6 +212,9 @@ def check_provenance(result: dict) -> None:
     for key in ("platform", "cpu_count", "torch_threads"):
         if key not in prov["machine"]:
             raise ValueError(f"provenance machine lacks {key}")
+    prefix = prov["reproduce"].get("prefix_steps")
+    if prefix is not None and not (isinstance(prefix, int) and prefix > 0):
+        raise ValueError(f"reproduce prefix_steps must be a positive int, got {prefix!r}")
     ids = {r.get("id") for r in result.get("runs", [])}
     unknown = [i for i in prov["reproduce"]["runs"] if i not in ids]
     if unknown or not prov["reproduce"]["runs"]:
@@ -214,6 +228,7 @@ def describe(result: dict) -> str:
     m = p["machine"]
     versions = ", ".join(f"{k} {v}" for k, v in p["versions"].items() if v)
     load_avg = m.get("load_average_start")
+    prefix = p["reproduce"].get("prefix_steps")
     lines = [
         f"command:  {p['command']}",
         f"revision: {p['git_revision']}{' (with uncommitted changes)' if p['git_dirty'] else ''}"
@@ -225,7 +240,8 @@ def describe(result: dict) -> str:
         + (f", load average {load_avg[0]:.1f} at the start" if load_avg else ""),
         f"cpu:      {m.get('cpu', 'not recorded')}",
         f"reproduced by tests/test_results_reproduce.py: {p['reproduce']['function']}() of "
-        f"{p['reproduce']['script']} reruns {', '.join(p['reproduce']['runs'])}",
+        f"{p['reproduce']['script']} reruns {', '.join(p['reproduce']['runs'])}"
+        + (f" (the first {prefix} steps)" if prefix else ""),
     ]
     return "\n".join(lines)
 

@@ -5,9 +5,10 @@ the file carries a provenance record (``course_lib.results``) and this test reru
 its runs from their recorded specs and gets the same per-step metrics and evaluations,
 exactly (wall times and memory excluded). A result registers itself: its
 ``provenance["reproduce"]`` names the script, the function that executes one spec and the
-run ids to rerun; nothing needs adding here. Files written before the provenance record
-existed are listed in ``WITHOUT_PROVENANCE`` with the reason, and must leave the list once
-they are regenerated.
+run ids to rerun; nothing needs adding here. A run too long for the test's budget is rerun
+on its first ``reproduce["prefix_steps"]`` steps (:func:`prefix_spec`, :func:`exact_prefix`).
+Files written before the provenance record existed are listed in ``WITHOUT_PROVENANCE`` with
+the reason, and must leave the list once they are regenerated.
 """
 
 from __future__ import annotations
@@ -83,6 +84,36 @@ def first_difference(expected: dict, got: dict) -> str | None:
     return None
 
 
+def prefix_spec(run_spec: dict, steps: int) -> dict:
+    """``run_spec`` cut to its first ``steps`` training steps; ValueError if those steps or
+    their evaluations would differ from the first ``steps`` of the full run."""
+    cfg = run_spec["config"]
+    if cfg["lr_schedule"] != "constant" or cfg["warmup_steps"] > 0:
+        raise ValueError(f"prefix_steps needs a constant learning rate with no warm-up (the "
+                         f"schedule would depend on the run's length), got lr_schedule "
+                         f"{cfg['lr_schedule']!r}, warmup_steps {cfg['warmup_steps']}")
+    if not 0 < steps <= cfg["steps"]:
+        raise ValueError(f"prefix_steps {steps} is not within the run's {cfg['steps']} steps")
+    if not cfg["eval_every"] or steps % cfg["eval_every"]:
+        raise ValueError(f"the rerun evaluates at its last step {steps}, the full run did not "
+                         f"(eval_every {cfg['eval_every']}): use a multiple of eval_every")
+    return {**run_spec, "config": {**cfg, "steps": steps}}
+
+
+def exact_prefix(exact: dict, steps: int) -> dict:
+    """What the first ``steps`` steps of a run determine of its ``exact``: the first ``steps``
+    entries of each per-step list, the evaluations at steps <= ``steps`` (the ``eval_*``
+    lists), every other value whole."""
+    n_evals = sum(s <= steps for s in exact["eval_step"])
+
+    def cut(key, value):
+        if not isinstance(value, list):
+            return value
+        return value[:n_evals] if key.startswith("eval_") else value[:steps]
+
+    return {k: cut(k, v) for k, v in exact.items()}
+
+
 def test_every_result_has_provenance_or_a_reason():
     results = _results()
     for name, result in results.items():
@@ -109,15 +140,48 @@ def test_first_difference_catches_a_change():
     assert "entries" in first_difference(exact, {**exact, "reward_mean": [0.1]})
 
 
+def test_prefix_comparison_catches_a_change():
+    exact = {"step": [1, 2, 3, 4], "reward_mean": [0.1, 0.2, 0.3, 0.4],
+             "eval_step": [0, 2, 4], "eval_accuracy": [0.3, 0.35, 0.4],
+             "warm_by_format": {"direct": {"accuracy": 0.2, "n": 9}}}
+    head = exact_prefix(exact, 2)
+    assert head == {"step": [1, 2], "reward_mean": [0.1, 0.2], "eval_step": [0, 2],
+                    "eval_accuracy": [0.3, 0.35], "warm_by_format": exact["warm_by_format"]}
+    rerun = json.loads(json.dumps(head))
+    assert first_difference(head, rerun) is None
+    assert "reward_mean[1]" in first_difference(head, {**rerun, "reward_mean": [0.1, 0.25]})
+    assert "eval_accuracy[1]" in first_difference(head, {**rerun, "eval_accuracy": [0.3, 0.36]})
+    assert "warm_by_format" in first_difference(
+        head, {**rerun, "warm_by_format": {"direct": {"accuracy": 0.2, "n": 8}}})
+    assert "entries" in first_difference(head, {**rerun, "step": [1, 2, 3]})
+
+
+def test_prefix_is_refused_when_the_first_steps_depend_on_the_run_length():
+    spec = {"config": {"steps": 300, "eval_every": 50, "lr_schedule": "constant",
+                       "warmup_steps": 0}}
+    assert prefix_spec(spec, 50)["config"]["steps"] == 50 and spec["config"]["steps"] == 300
+    for change, steps, why in [({"lr_schedule": "linear"}, 50, "constant learning rate"),
+                               ({"warmup_steps": 10}, 50, "no warm-up"),
+                               ({}, 60, "multiple of eval_every"),
+                               ({"eval_every": 0}, 50, "multiple of eval_every"),
+                               ({}, 400, "within the run")]:
+        with pytest.raises(ValueError, match=why):
+            prefix_spec({"config": {**spec["config"], **change}}, steps)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name, run_id", _cases())
 def test_committed_run_reproduces(name, run_id):
     result = _results()[name]
     prov = result["provenance"]
     record = next(r for r in result["runs"] if r["id"] == run_id)
+    run_spec, expected = record["spec"], record["exact"]
+    prefix = prov["reproduce"].get("prefix_steps")
+    if prefix is not None:  # rerun and compare only the first `prefix` steps
+        run_spec, expected = prefix_spec(run_spec, prefix), exact_prefix(expected, prefix)
     execute = getattr(_load_script(prov["reproduce"]["script"]), prov["reproduce"]["function"])
     threads = torch.get_num_threads()
-    got = execute(record["spec"])
+    got = execute(run_spec)
     assert torch.get_num_threads() == threads, "the rerun must restore the thread count"
     if "warm_start" in record and got.get("warm_start") != record["warm_start"]:
         # the same spec gave another supervised warm start: this CPU's float kernels differ
@@ -126,7 +190,7 @@ def test_committed_run_reproduces(name, run_id):
         pytest.skip(f"{name} {run_id}: warm start {got.get('warm_start')} here, "
                     f"{record['warm_start']} when recorded (machine "
                     f"{prov['machine'].get('platform')}): float kernels differ")
-    diff = first_difference(record["exact"], got["exact"])
+    diff = first_difference(expected, got["exact"])
     recorded_cpu = prov["machine"].get("cpu")
     if diff is not None and recorded_cpu != cpu_model():
         # same code, another CPU: MKL and ATen choose their float kernels by CPU, so the
