@@ -29,7 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 #: result files that predate the provenance record: rendered nowhere as reproduced facts;
 #: each leaves this list when its script rewrites it with provenance.
 WITHOUT_PROVENANCE = {
-    "r1.json": "bench_training.py r1, written before the provenance record",
     "grpo_3layer_temp0.7_seed1.json": "course_lib.train output kept as a note",
     "grpo_default_1500steps_seed0.json": "course_lib.train output kept as a note",
 }
