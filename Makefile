@@ -37,9 +37,9 @@ unit: env
 # Build the cached supervised warm starts once, before pytest-xdist workers and notebooks
 # need them (deterministic; cached in $$COURSE_LIB_CACHE or ~/.cache/course_lib).
 warm: env
-	$(BIN)/python -c "from course_lib.tasks import AdditionTask as T; \
+	$(BIN)/python -c "from course_lib.tasks import AdditionTask as T, MultiStepSumTask as M; \
 	from course_lib.sft import warm_start; from course_lib.trl_bridge import warm_start_hf; \
-	warm_start(T(seed=0)); warm_start_hf(T(seed=0))"
+	warm_start(T(seed=0)); warm_start_hf(T(seed=0)); warm_start(M(seed=0))"
 
 test: env book warm
 	$(BIN)/ruff check .
