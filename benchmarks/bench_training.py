@@ -55,9 +55,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
-from course_lib.trainers import TRAINERS, GRPOTrainer
-from course_lib.trainers.base import Trainer
-
 ROOT = Path(__file__).resolve().parents[1]
 ALGOS = ("grpo", "ppo", "reinforce", "dpo")
 #: the learning-rate grid every method is tuned on (one run per value)
@@ -114,6 +111,7 @@ def spec(algo: str, seed: int, overrides: dict, threads: int = 1,
     from course_lib.model import ModelConfig
     from course_lib.sft import SFTConfig
     from course_lib.tasks import TASKS
+    from course_lib.trainers import TRAINERS
 
     task = TASKS[task_name](seed=0)
     config = TRAINERS[algo][1](seed=seed, **overrides)
@@ -133,15 +131,18 @@ def execute(run_spec: dict) -> dict:
     (which the same spec reproduces exactly on the same kind of machine), ``"timing"``
     the wall times and memory (which it does not).
     """
-    return _run_spec(run_spec, TRAINERS[run_spec["algo"]][0])[0]
+    return _run_spec(run_spec)[0]
 
 
-def _run_spec(run_spec: dict, trainer_cls) -> tuple[dict, Trainer]:
-    """:func:`execute` with ``trainer_cls`` (a subclass of the spec's trainer) doing the
-    training; returns the record and the trainer."""
+def _run_spec(run_spec: dict, trainer_cls=None) -> tuple[dict, object]:
+    """:func:`execute` with ``trainer_cls`` (default: the spec's trainer; else a subclass of
+    it) doing the training; returns the record and the trainer."""
     from course_lib.results import config_from_spec, torch_threads, warm_start_from_spec
     from course_lib.train import peak_rss_mb
+    from course_lib.trainers import TRAINERS
     from course_lib.trainers.metrics import TIMINGS
+
+    trainer_cls = trainer_cls or TRAINERS[run_spec["algo"]][0]
 
     config = config_from_spec(TRAINERS[run_spec["algo"]][1], run_spec["config"])
     with torch_threads(run_spec["threads"]):
@@ -361,33 +362,40 @@ def sampled_accuracy_by_format(policy, task, n_prompts: int = 500, per_prompt: i
     return result
 
 
-class R1Trainer(GRPOTrainer):
-    """GRPO measuring what the R1 experiment reports: when built, the warm start's
-    :func:`sampled_accuracy_by_format` (``warm_by_format``); after every evaluation,
-    :func:`r1_held_out` (``held_out``: one list per key, one entry per evaluation)."""
+def r1_trainer_cls():
+    """The GRPO trainer of the R1 experiment, defined on first use (the trainers load torch,
+    and the GRPO vs PPO chapter imports this script only for its tables)."""
+    from course_lib.trainers import GRPOTrainer
 
-    def __init__(self, policy, task, config=None):
-        super().__init__(policy, task, config)
-        self.warm_by_format = sampled_accuracy_by_format(policy, task)
-        self.held_out: dict[str, list] = {}
+    class R1Trainer(GRPOTrainer):
+        """GRPO measuring what the R1 experiment reports: when built, the warm start's
+        :func:`sampled_accuracy_by_format` (``warm_by_format``); after every evaluation,
+        :func:`r1_held_out` (``held_out``: one list per key, one entry per evaluation)."""
 
-    def run_eval(self) -> float:
-        acc = super().run_eval()
-        t = time.perf_counter()
-        for k, v in r1_held_out(self.policy, self.task).items():
-            self.held_out.setdefault(k, []).append(v)
-        seconds = time.perf_counter() - t
-        self._eval_seconds += seconds  # evaluation time stays out of the training clock
-        self.history["eval_seconds"][-1] += seconds
-        return acc
+        def __init__(self, policy, task, config=None):
+            super().__init__(policy, task, config)
+            self.warm_by_format = sampled_accuracy_by_format(policy, task)
+            self.held_out: dict[str, list] = {}
+
+        def run_eval(self) -> float:
+            acc = super().run_eval()
+            t = time.perf_counter()
+            for k, v in r1_held_out(self.policy, self.task).items():
+                self.held_out.setdefault(k, []).append(v)
+            seconds = time.perf_counter() - t
+            self._eval_seconds += seconds  # evaluation time stays out of the training clock
+            self.history["eval_seconds"][-1] += seconds
+            return acc
+
+    return R1Trainer
 
 
 def execute_r1(run_spec: dict) -> dict:
-    """:func:`execute` with :class:`R1Trainer`: ``"exact"`` also holds the held-out
+    """:func:`execute` with :func:`r1_trainer_cls`: ``"exact"`` also holds the held-out
     measurements of every evaluation (``eval_response_len``, ``eval_step_by_step_frac``,
     ``eval_accuracy_step_by_step``, ``eval_accuracy_direct``) and the warm start's
     ``warm_sampled_accuracy_by_format``."""
-    record, trainer = _run_spec(run_spec, R1Trainer)
+    record, trainer = _run_spec(run_spec, r1_trainer_cls())
     record["exact"].update({f"eval_{k}": v for k, v in trainer.held_out.items()},
                            warm_sampled_accuracy_by_format=trainer.warm_by_format)
     return record

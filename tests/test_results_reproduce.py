@@ -182,20 +182,13 @@ def test_committed_run_reproduces(name, run_id):
     threads = torch.get_num_threads()
     got = execute(run_spec)
     assert torch.get_num_threads() == threads, "the rerun must restore the thread count"
-    if "warm_start" in record and got.get("warm_start") != record["warm_start"]:
-        # the same spec gave another supervised warm start: this CPU's float kernels differ
-        # from those of the recording machine (e.g. AVX-512 vs AVX2), so the runs cannot be
-        # compared step by step; regenerate the result on this kind of machine
-        pytest.skip(f"{name} {run_id}: warm start {got.get('warm_start')} here, "
-                    f"{record['warm_start']} when recorded (machine "
-                    f"{prov['machine'].get('platform')}): float kernels differ")
     diff = first_difference(expected, got["exact"])
     recorded_cpu = prov["machine"].get("cpu")
     if diff is not None and recorded_cpu != cpu_model():
-        # same code, another CPU: MKL and ATen choose their float kernels by CPU, so the
-        # rounding differs from the first matrix product on; only the recording kind of CPU
-        # can check this result (a result recorded before the cpu field existed counts as
-        # another CPU)
+        # another CPU: MKL and ATen choose their float kernels by CPU, so the rounding (and
+        # with it the supervised warm start) differs from the first matrix product on; only
+        # the recording kind of CPU can check this result (a result recorded before the cpu
+        # field existed counts as another CPU). On the recording CPU a difference fails.
         pytest.skip(f"{name} {run_id}: {diff}; recorded on CPU {recorded_cpu!r}, this is "
                     f"{cpu_model()!r}: regenerate the result on this kind of CPU to check it")
     extra = got.get("config_fields_not_in_spec")
