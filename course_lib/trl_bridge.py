@@ -268,6 +268,7 @@ def to_trl_config(cfg: GRPOConfig | None = None, task=None, output_dir: str = "t
     ``group_size`` (8)                ``num_generations``                        8
     ``prompts_per_step * group_size`` ``per_device_train_batch_size`` x procs    8
     ``mu`` (1)                        ``num_iterations``                         1
+    ``minibatches`` (1 only)          ``gradient_accumulation_steps`` = 1        1
     ``steps`` x ``mu``                ``max_steps`` (TRL counts optimizer steps)
     ``lr``                            ``learning_rate``                          1e-6
     ``lr_schedule`` ("constant")      ``lr_scheduler_type`` (with warm-up)       "linear"
@@ -310,6 +311,10 @@ def to_trl_config(cfg: GRPOConfig | None = None, task=None, output_dir: str = "t
         raise ValueError(f"prompt_sampling={cfg.prompt_sampling!r} has no TRL field: TRL 1.16 "
                          "draws each step's prompts uniformly (its RepeatSampler); pass "
                          "dataclasses.replace(cfg, prompt_sampling='uniform')")
+    if cfg.minibatches != 1:
+        raise ValueError(f"minibatches={cfg.minibatches} is not mapped: the bridge gives TRL "
+                         "one optimizer step per pass over the generated batch (its "
+                         "equivalence test covers that case only); pass minibatches=1")
     max_new = cfg.max_new_tokens or (task.max_new_tokens if task is not None else None)
     if max_new is None:
         raise ValueError("cfg.max_new_tokens is None: pass the task so that its "

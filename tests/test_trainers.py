@@ -3,6 +3,7 @@ each trainer improves the reward within a few steps, bad configs fail clearly, s
 same history, and the cached warm start equals a freshly trained one."""
 
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -355,6 +356,26 @@ def test_ppo_logs_grad_norms_and_minibatches_cover_the_batch(task, warm_state):
     metrics = tr.update(batch)
     assert metrics["grad_norm"] > 0 and metrics["value_grad_norm"] > 0
     assert metrics["approx_kl"] > 0  # later minibatches see a moved policy
+
+
+def test_grpo_minibatches_are_the_shared_passes(task, warm_state):
+    """GRPO shares PPO's mu passes x M minibatches: one minibatch is the batch itself (no
+    random draw, so the history of mu-only runs is unchanged); M > 1 splits every pass anew."""
+    cfg = GRPOConfig(seed=0, prompts_per_step=4, group_size=2, mu=3)
+    tr = GRPOTrainer(warm_policy(warm_state), task, cfg)
+    batch = fixed_grpo_batch(tr)
+    state = tr.generator.get_state()
+    assert all(part is batch for part in tr.minibatches(batch)) and tr.updates_per_step() == 3
+    assert torch.equal(tr.generator.get_state(), state)
+    tr = GRPOTrainer(warm_policy(warm_state), task, dataclasses.replace(cfg, minibatches=2))
+    batch = fixed_grpo_batch(tr)
+    parts = list(tr.minibatches(batch))
+    assert len(parts) == 6 == tr.updates_per_step() and all(len(p) == 4 for p in parts)
+    for k in range(3):  # each pass covers the batch once
+        assert sorted(parts[2 * k].texts + parts[2 * k + 1].texts) == sorted(batch.texts)
+    assert tr.update(batch)["approx_kl"] > 0  # later minibatches see a moved policy
+    with pytest.raises(ValueError, match="minibatches"):
+        GRPOConfig(prompts_per_step=4, minibatches=5).validate()
 
 
 def test_reference_log_probs_ignore_top_k(task, warm_state):

@@ -17,8 +17,8 @@ compute_targets  GRPO: group advantages; PPO: KL-shaped per-token rewards, criti
 loss             ``grpo_loss`` / ``ppo_policy_loss + value_loss`` / the REINFORCE surrogate /
                  ``dpo_loss``, all from course_lib's pure functions, on one minibatch
 update           shared: one :meth:`Trainer.optimizer_step` per minibatch of
-                 :meth:`Trainer.minibatches` (GRPO: the batch ``mu`` times; PPO: ``mu``
-                 epochs of shuffled minibatches), gradient norm clipped
+                 :meth:`Trainer.minibatches` (GRPO and PPO: ``mu`` passes of ``minibatches``
+                 parts; REINFORCE, DPO: one), gradient norm clipped
 log              shared: one entry per step in ``trainer.history``, held-out accuracy every
                  ``eval_every`` steps; every key is defined once, in
                  :data:`course_lib.trainers.metrics.METRICS`
@@ -146,6 +146,14 @@ class ClipConfig(OnlineConfig):
     """Lower clip range of the ratio."""
     clip_eps_high: ClipRange | None = None
     """Upper clip range (None: clip_eps; DAPO's clip-higher: 0.28)."""
+    minibatches: PositiveInt = 1
+    """Minibatches per pass (PPO's M; a new random split every pass when M > 1)."""
+
+    def validate(self) -> None:
+        super().validate()
+        if self.minibatches > self.prompts_per_step:
+            raise ValueError(f"minibatches ({self.minibatches}) > prompts_per_step "
+                             f"({self.prompts_per_step}): a minibatch would hold no prompt")
 
 
 @dataclass
@@ -225,8 +233,7 @@ class Trainer:
     """Base class: the loop, the update, logging and evaluation; subclasses fill the pieces.
 
     Subclasses implement :meth:`rollout`, :meth:`compute_targets` and :meth:`loss` (and may
-    override :meth:`holds_reference`, :meth:`updates_per_step`, :meth:`score`,
-    :meth:`minibatches`).
+    override :meth:`holds_reference`, :meth:`score`, :meth:`minibatches`).
     ``trainer.train()`` runs ``config.steps`` steps and returns ``trainer.history``, a dict
     of lists: one entry per step for each per-step key and one per evaluation (before
     training, every ``eval_every`` steps, after the last) for each ``eval_*`` key. The keys
@@ -276,8 +283,10 @@ class Trainer:
         return False
 
     def updates_per_step(self) -> int:
-        """Optimiser steps per training step (GRPO: mu; PPO: mu x minibatches)."""
-        return 1
+        """Optimiser steps per training step: ``mu`` x ``minibatches`` (:class:`ClipConfig`),
+        else 1."""
+        cfg = self.config
+        return cfg.mu * cfg.minibatches if isinstance(cfg, ClipConfig) else 1
 
     def lr_factor(self, i: int) -> float:
         """Multiplier of ``lr`` at optimiser step ``i`` (0-based), as Hugging Face's
@@ -398,10 +407,22 @@ class Trainer:
         """The loss of one minibatch and its metrics (``"loss"``: the policy's part)."""
         raise NotImplementedError
 
-    def minibatches(self, batch: Batch) -> list[Batch]:
-        """What each optimiser step of :meth:`update` trains on: the whole batch, once per
-        optimiser step (PPO: shuffled minibatches of each epoch)."""
-        return [batch] * self.updates_per_step()
+    #: Draw a new permutation of the batch every pass, also with one minibatch (PPO, as
+    #: OpenAI's lm-human-preferences does); else the batch is split only when M > 1.
+    shuffle_every_pass = False
+
+    def minibatches(self, batch: Batch):
+        """What each optimiser step of :meth:`update` trains on: ``mu`` passes over the
+        batch (:class:`ClipConfig`, else one), each the whole batch or a new random split
+        into ``minibatches`` parts."""
+        cfg = self.config
+        mu, parts = (cfg.mu, cfg.minibatches) if isinstance(cfg, ClipConfig) else (1, 1)
+        for _ in range(mu):
+            if parts == 1 and not self.shuffle_every_pass:
+                yield batch
+                continue
+            perm = torch.randperm(len(batch), generator=self.generator)  # (B,)
+            yield from (batch.rows(idx) for idx in perm.chunk(parts))
 
     def optimizer_step(self, loss: torch.Tensor) -> dict[str, float]:
         """Backward; for each optimiser, clip its parameters' gradient norm to

@@ -7,7 +7,8 @@ Chapter: "GRPO" (and "Comparing PPO, GRPO, REINFORCE and DPO"). Shao et al. 2024
 2. score: the task's verifier (a rule, so no reward model is held);
 3. targets: one advantage per completion, from the rewards of its group of G
    (``compute_group_advantages``; ``scale`` "group": std, "none": Dr. GRPO, or "batch");
-4.-5. ``mu`` optimiser steps on ``grpo_loss``: the clipped surrogate + ``beta`` * k3 KL;
+4.-5. ``mu`` passes of ``minibatches`` optimiser steps on ``grpo_loss``: the clipped
+   surrogate + ``beta`` * k3 KL;
 6. log: the keys of :data:`course_lib.trainers.metrics.METRICS`.
 
 Models held: the policy, and the reference (a frozen copy of the starting policy) only if
@@ -56,9 +57,6 @@ class GRPOTrainer(Trainer):
     def holds_reference(self) -> bool:
         return self.config.beta > 0
 
-    def updates_per_step(self) -> int:
-        return self.config.mu
-
     def rollout(self) -> Batch:
         return self.sample_groups(self.config.prompts_per_step, self.config.group_size)
 
@@ -77,7 +75,4 @@ class GRPOTrainer(Trainer):
             clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high, loss_type=cfg.loss_type,
             max_len=self.max_new_tokens, ref_logprobs=batch.ref_logprobs, beta=cfg.beta,
             kl_ratio_weight=cfg.kl_ratio_weight)
-        metrics = surrogate_metrics(loss, stats, logprobs, batch.old_logprobs, batch.mask)
-        if batch.ref_logprobs is not None:
-            metrics["kl_ref"] = stats["kl"]  # the k3 KL term of the loss
-        return loss, metrics
+        return loss, surrogate_metrics(loss, stats, logprobs, batch)

@@ -5,7 +5,7 @@ step to each of its per-step keys, and one value per evaluation to each ``eval_*
 A key that two trainers log means the same quantity in both; two quantities that differ
 (the k3 KL in GRPO's loss, the k1 KL in PPO's reward) have different keys. Averages "over
 the step's optimiser steps" are plain means over the ``updates_per_step()`` optimiser
-steps of that training step (GRPO: ``mu``; PPO: ``mu`` x ``minibatches``; else 1).
+steps of that training step (GRPO, PPO: ``mu`` x ``minibatches``; else 1).
 ``tests/test_metrics.py`` checks that every trainer logs only keys of :data:`METRICS`.
 
 Notation: rho = pi_theta / pi_old per token (pi_old: the policy that sampled the batch),
@@ -126,15 +126,20 @@ def group_metrics(rewards: torch.Tensor, correct: torch.Tensor,
 
 
 def surrogate_metrics(loss: torch.Tensor, stats: dict[str, float], logprobs: torch.Tensor,
-                      old_logprobs: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
-    """``loss``, ``clip_frac`` and ``approx_kl`` of one optimiser step of GRPO or PPO.
+                      batch) -> dict[str, float]:
+    """``loss``, ``clip_frac`` and ``approx_kl`` of one optimiser step of GRPO or PPO, and
+    ``kl_ref`` when the loss holds the reference's k3 (GRPO with a reference).
 
-    ``stats`` are those of ``grpo_loss`` / ``ppo_policy_loss``. ``approx_kl`` is the k3
-    estimate of KL(pi_old || pi_theta): the tokens were sampled from pi_old, so
-    :func:`course_lib.kl.kl_estimate` with pi_old as the sampling policy and pi_theta as
-    the reference gives ``(rho - 1) - log rho`` per token (Schulman 2020), averaged over
-    real tokens. Tensors (B, N).
+    ``stats`` are those of ``grpo_loss`` / ``ppo_policy_loss``; ``logprobs`` (B, N) those
+    of the loss, ``batch`` the :class:`~course_lib.trainers.base.Batch` it was computed on.
+    ``approx_kl`` is the k3 estimate of KL(pi_old || pi_theta): the tokens were sampled from
+    pi_old, so :func:`course_lib.kl.kl_estimate` with pi_old as the sampling policy and
+    pi_theta as the reference gives ``(rho - 1) - log rho`` per token (Schulman 2020),
+    averaged over real tokens.
     """
-    k3 = kl_estimate(old_logprobs, logprobs.detach(), kind="k3")  # (B, N)
-    return {"loss": float(loss.detach()), "clip_frac": stats["clip_frac"],
-            "approx_kl": float(masked_mean(k3, mask))}
+    k3 = kl_estimate(batch.old_logprobs, logprobs.detach(), kind="k3")  # (B, N)
+    out = {"loss": float(loss.detach()), "clip_frac": stats["clip_frac"],
+           "approx_kl": float(masked_mean(k3, batch.mask))}
+    if "kl" in stats and batch.ref_logprobs is not None:
+        out["kl_ref"] = stats["kl"]  # grpo_loss's k3 KL to the reference
+    return out

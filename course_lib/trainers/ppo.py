@@ -7,7 +7,7 @@ et al. 2022 (InstructGPT, Eq. 2); GAE and whitening as in OpenAI's lm-human-pref
 2. score: the task's verifier (a rule, so no reward model is held);
 3. targets: per-token advantages by ``gae`` from the critic's values and the rewards
    (``kl_shaped_rewards``: ``-kl_coef`` * k1 KL on each token, the verifier's at the end);
-4.-5. ``mu`` epochs of ``minibatches`` optimiser steps on ``ppo_policy_loss`` + ``vf_coef`` *
+4.-5. ``mu`` passes of ``minibatches`` optimiser steps on ``ppo_policy_loss`` + ``vf_coef`` *
    the critic's ``value_loss`` (separate optimisers);
 6. log: the keys of :data:`course_lib.trainers.metrics.METRICS`.
 
@@ -22,7 +22,7 @@ from typing import Literal
 
 import torch
 
-from course_lib._checks import NonNegative, Positive, PositiveInt, UnitInterval
+from course_lib._checks import NonNegative, Positive, UnitInterval
 from course_lib.model import ModelConfig, ValueModel
 from course_lib.ppo import (
     PPO_AGGREGATIONS,
@@ -42,8 +42,6 @@ __all__ = ["PPOConfig", "PPOTrainer"]
 class PPOConfig(ClipConfig):
     """PPO settings: 128 prompts x 1 completion per step (GRPO's 16 x 8), InstructGPT's KL."""
 
-    minibatches: PositiveInt = 1
-    """Minibatches per epoch."""
     kl_coef: NonNegative = 0.02
     """Coefficient of the k1 KL in the reward (InstructGPT 0.02; 0: no reference)."""
     agg: Literal[PPO_AGGREGATIONS] = "token-mean"
@@ -63,17 +61,12 @@ class PPOConfig(ClipConfig):
     prompts_per_step: int = 128
     lr: float = 5e-4
 
-    def validate(self) -> None:
-        super().validate()
-        if self.minibatches > self.prompts_per_step:
-            raise ValueError(f"minibatches ({self.minibatches}) > prompts_per_step "
-                             f"({self.prompts_per_step})")
-
 
 class PPOTrainer(Trainer):
     """The pieces of the module docstring, on :class:`~course_lib.trainers.base.Trainer`."""
 
     config_cls = PPOConfig
+    shuffle_every_pass = True  # lm-human-preferences: a new permutation every epoch
 
     def __init__(self, policy, task, config: PPOConfig | None = None,
                  critic: torch.nn.Module | None = None):
@@ -88,9 +81,6 @@ class PPOTrainer(Trainer):
 
     def holds_reference(self) -> bool:
         return self.config.kl_coef > 0
-
-    def updates_per_step(self) -> int:
-        return self.config.mu * self.config.minibatches
 
     def rollout(self) -> Batch:
         return self.sample_completions(self.next_prompts(self.config.prompts_per_step))
@@ -112,21 +102,16 @@ class PPOTrainer(Trainer):
         loss, stats = ppo_policy_loss(
             logprobs, batch.old_logprobs, batch.advantages, mask=batch.mask,
             clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high, agg=cfg.agg)
-        metrics = surrogate_metrics(loss, stats, logprobs, batch.old_logprobs, batch.mask)
+        metrics = surrogate_metrics(loss, stats, logprobs, batch)
         vloss, vstats = value_loss(self.values(batch), batch.old_values, batch.returns,
                                    batch.mask, clip_range=cfg.value_clip)
         metrics.update(value_loss=float(vloss.detach()), value_clip_frac=vstats["clip_frac"])
         return loss + cfg.vf_coef * vloss, metrics
 
-    # --------------------------------------------------- the critic, the minibatches ----
+    # ------------------------------------------------------------------ the critic ----
     def values(self, batch: Batch) -> torch.Tensor:
         """Critic values (b, N): ``V`` of the state before each completion token."""
         P = batch.prompt_ids.shape[1]
         seq = torch.cat([batch.prompt_ids, batch.tokens], dim=1)  # (b, P + N)
         return self.critic(seq[:, :-1])[:, P - 1:] * batch.mask  # (b, N)
 
-    def minibatches(self, batch: Batch):
-        """``mu`` epochs, each a new random split of the batch into ``minibatches`` parts."""
-        for _ in range(self.config.mu):
-            perm = torch.randperm(len(batch), generator=self.generator)
-            yield from (batch.rows(idx) for idx in perm.chunk(self.config.minibatches))
