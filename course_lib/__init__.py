@@ -9,8 +9,10 @@ from course_lib.dpo import dpo_loss
 from course_lib.grpo import compute_group_advantages, grpo_loss
 from course_lib.kl import kl_estimate
 from course_lib.ppo import gae, kl_shaped_rewards, ppo_policy_loss, value_loss, whiten
+from course_lib.reinforce import baseline_advantages
 
 __all__ = [
+    "baseline_advantages",
     "compute_group_advantages",
     "dpo_loss",
     "gae",

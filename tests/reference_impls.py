@@ -86,6 +86,25 @@ def ref_group_advantages(rewards, eps=1e-6, scale="group"):
     return _map_groups(rewards, one_group)
 
 
+def ref_baseline_advantages(rewards, baseline="rloo"):
+    """rewards: nested list, groups along the innermost level. Same nesting returned.
+
+    rloo: r_i minus the mean of the OTHER G - 1 rewards, summed in a loop; mean: r_i minus
+    the mean of all G; none: r_i. A group of equal rewards gets exactly 0 with a baseline.
+    """
+    def one_group(g):
+        if baseline == "none":
+            return list(g)
+        if all(x == g[0] for x in g):
+            return [0.0] * len(g)
+        if baseline == "mean":
+            return [x - _mean(g) for x in g]
+        return [x - sum(y for j, y in enumerate(g) if j != i) / (len(g) - 1)
+                for i, x in enumerate(g)]
+
+    return _map_groups(rewards, one_group)
+
+
 def ref_kl_token(logp, ref, kind="k3"):
     """Per-token estimate of KL(pi_theta || pi_ref) from log-probs of sampled tokens."""
     if kind == "k1":
@@ -462,6 +481,30 @@ def compare_group_advantages(fn, seed=0):
         if not bool((got[:3] == 0).all()):
             problems.append(f"equal groups scale={scale} {dtype}: advantages "
                             f"{got[:3].tolist()} should be exactly 0")
+    return problems
+
+
+def compare_baseline_advantages(fn, seed=0):
+    """``fn`` has the signature of course_lib.baseline_advantages."""
+    gen = torch.Generator().manual_seed(seed)
+    problems = []
+    for baseline, shape, dtype, binary in itertools.product(
+            ["rloo", "mean", "none"], [(8,), (2,), (3, 4), (2, 3, 5)],
+            [torch.float64, torch.float32], [False, True]):
+        if binary:  # 0/1 rewards: some groups are all equal
+            r = (torch.rand(shape, generator=gen) < 0.5).to(dtype)
+        else:
+            r = (torch.randn(shape, generator=gen) * 3 + 1).to(dtype)
+        want = ref_baseline_advantages(r.double().tolist(), baseline)
+        name = f"baseline={baseline} shape={shape} {dtype} binary={binary}"
+        try:
+            got = fn(r.clone(), baseline)
+        except Exception as exc:  # noqa: BLE001 - report any failure as a mismatch
+            problems.append(f"{name}: raised {exc!r}")
+            continue
+        if isinstance(got, torch.Tensor) and got.dtype != dtype:
+            problems.append(f"{name}: returned dtype {got.dtype}, input was {dtype}")
+        problems += _diff_tensor(name, got, want, None, *_tol(dtype))
     return problems
 
 

@@ -219,7 +219,7 @@ def test_glue_check_fails_on_bad_format_and_other_notebooks(tmp_path):
 # core lines between `# [core:NAME]` / `# [/core:NAME]` comments, whole functions by
 # :pyobject:. A missing file, marker or object is a build warning (an error with -W); these
 # tests name it without a build.
-CORE_MODULES = ["surrogate", "kl", "grpo", "ppo", "dpo"]
+CORE_MODULES = ["surrogate", "kl", "grpo", "ppo", "reinforce", "dpo"]
 INCLUDE = re.compile(r"^[ \t]*(`{3,}|:{3,})\{literalinclude\}[ \t]+(\S+)[ \t]*\n"
                      r"((?:[ \t]*:[\w-]+:.*\n)*)", re.MULTILINE)
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 from reference_impls import (
     clip_gradient_violations,
+    compare_baseline_advantages,
     compare_dpo_loss,
     compare_gae,
     compare_group_advantages,
@@ -29,6 +30,7 @@ from reference_impls import (
 
 import course_lib
 from course_lib import (
+    baseline_advantages,
     compute_group_advantages,
     dpo_loss,
     gae,
@@ -167,12 +169,26 @@ def dpo_rewards_without_beta(*args, beta=0.1, **kwargs):
     return loss, {k: (v / beta if k != "reward_accuracy" else v) for k, v in stats.items()}
 
 
+def rloo_includes_itself(rewards, baseline="rloo"):
+    """RLOO's baseline as the mean of all G rewards, r_i included (the G/(G-1) forgotten)."""
+    return baseline_advantages(rewards, "mean" if baseline == "rloo" else baseline)
+
+
+def rloo_divides_by_g(rewards, baseline="rloo"):
+    """The sum of the other G - 1 rewards divided by G instead of G - 1."""
+    if baseline != "rloo":
+        return baseline_advantages(rewards, baseline)
+    G = rewards.shape[-1]
+    return rewards - (rewards.sum(-1, keepdim=True) - rewards) / G
+
+
 # ----------------------------------------------------------------------------------------
 # the checkers accept course_lib ...
 # ----------------------------------------------------------------------------------------
 
 CHECKS = {
     "compute_group_advantages": compare_group_advantages,
+    "baseline_advantages": compare_baseline_advantages,
     "kl_estimate": compare_kl,
     "grpo_loss": compare_grpo_loss,
     "ppo_policy_loss": compare_ppo_policy_loss,
@@ -194,6 +210,8 @@ MUTANTS = [
     ("compute_group_advantages", adv_population_std),
     ("compute_group_advantages", adv_batch_mean),
     ("compute_group_advantages", adv_no_exact_zero),
+    ("baseline_advantages", rloo_includes_itself),
+    ("baseline_advantages", rloo_divides_by_g),
     ("grpo_loss", grpo_token_mean_for_grpo),
     ("grpo_loss", grpo_dr_divides_by_tokens),
     ("grpo_loss", grpo_clip_frac_ignores_sign),

@@ -6,7 +6,8 @@ Kool et al. 2019, for LLMs Ahmadian et al. 2024 ("Back to Basics").
 1. rollout: ``prompts_per_step`` training prompts, ``group_size`` completions each;
 2. score: the task's verifier (a rule, so no reward model is held);
 3. targets: one advantage per completion, from the rewards of its group of G (minus
-   ``kl_coef`` * its summed k1 KL), minus the ``baseline``: RLOO ``r_i - mean_{j!=i} r_j``;
+   ``kl_coef`` * its summed k1 KL), minus the ``baseline`` (``baseline_advantages``; RLOO:
+   ``r_i - mean_{j!=i} r_j``);
 4.-5. one optimiser step on ``-mean_i A_i sum_t log pi``: ``ppo_policy_loss`` at ratio 1;
 6. log: the keys of :data:`course_lib.trainers.metrics.METRICS`.
 
@@ -22,13 +23,11 @@ from typing import Literal
 import torch
 
 from course_lib._checks import NonNegative, PositiveInt, check_int
-from course_lib.grpo import compute_group_advantages
 from course_lib.ppo import ppo_policy_loss
+from course_lib.reinforce import BASELINES, baseline_advantages
 from course_lib.trainers.base import Batch, OnlineConfig, Trainer
 
-__all__ = ["ReinforceConfig", "ReinforceTrainer", "BASELINES"]
-
-BASELINES = ("rloo", "mean", "none")
+__all__ = ["ReinforceConfig", "ReinforceTrainer"]
 
 
 @dataclass
@@ -64,9 +63,7 @@ class ReinforceTrainer(Trainer):
         cfg = self.config
         kl = self.reference_kl(batch).sum(-1)  # (B,) k1 summed over each completion
         grouped = (batch.rewards - cfg.kl_coef * kl).view(-1, cfg.group_size)  # (B/G, G)
-        adv = grouped if cfg.baseline == "none" else compute_group_advantages(grouped, scale="none")
-        if cfg.baseline == "rloo":
-            adv = adv * cfg.group_size / (cfg.group_size - 1)  # = r_i - mean of the others
+        adv = baseline_advantages(grouped, cfg.baseline)  # (B/G, G) rloo: r_i - mean of others
         batch.advantages = adv.reshape(-1)  # (B,) one per completion
         return {"adv_std": float(batch.advantages.std())}
 
