@@ -17,8 +17,8 @@ all-wrong and all-right group shares, ...).
 The GRPO chapter's mechanisms (``MECHANISMS``), three seeds each:
 
     python benchmarks/bench_converge.py --variants recipe mu4_clip0.1 mu4_clip0.2
-        mu4_clip0.5 beta0.04 dr_grpo dapo_mu4 --seeds 0 1 2 --reproduce beta0.04/seed0
-        --json benchmarks/results/grpo_variants.json
+        mu4_clip0.5 beta0.04 dr_grpo dapo_mu4 dynamic --seeds 0 1 2
+        --reproduce beta0.04/seed0 dynamic/seed0 --json benchmarks/results/grpo_variants.json
 
 Steps and accuracies depend only on the seed; the seconds depend on the machine and on
 ``--jobs`` (runs in parallel share it), so the training-time claims of issue 13 are
@@ -59,6 +59,7 @@ MECHANISMS = {
     "beta0.04": {"beta": 0.04},
     "dr_grpo": {"loss_type": "dr_grpo", "scale": "none"},
     "dapo_mu4": {"loss_type": "dapo", "clip_eps_high": 0.28, "mu": 4},
+    "dynamic": {"dynamic_sampling": True},
 }
 ALL_VARIANTS = {**VARIANTS, **MECHANISMS}
 KS = (1, 8, 64)

@@ -311,6 +311,9 @@ def to_trl_config(cfg: GRPOConfig | None = None, task=None, output_dir: str = "t
         raise ValueError(f"prompt_sampling={cfg.prompt_sampling!r} has no TRL field: TRL 1.16 "
                          "draws each step's prompts uniformly (its RepeatSampler); pass "
                          "dataclasses.replace(cfg, prompt_sampling='uniform')")
+    if cfg.dynamic_sampling:
+        raise ValueError("dynamic_sampling has no TRL 1.16 field: its GRPOTrainer trains on "
+                         "every sampled group; pass dynamic_sampling=False")
     if cfg.minibatches != 1:
         raise ValueError(f"minibatches={cfg.minibatches} is not mapped: the bridge gives TRL "
                          "one optimizer step per pass over the generated batch (its "

@@ -13,7 +13,8 @@ from course_lib.trainers.metrics import METRICS, TIMINGS, group_metrics
 
 RUNS = [  # (trainer, config fields): together they log every key of METRICS
     ("grpo", {"prompts_per_step": 4, "mu": 2, "beta": 0.04}),
-    ("grpo", {"prompts_per_step": 4, "prompt_sampling": "prioritized"}),
+    ("grpo", {"prompts_per_step": 4, "prompt_sampling": "prioritized",
+              "dynamic_sampling": True}),
     ("ppo", {"prompts_per_step": 16, "mu": 2, "minibatches": 2}),
     ("reinforce", {"prompts_per_step": 4, "kl_coef": 0.05}),
     ("ppo", {"prompts_per_step": 16, "kl_coef": 0.0, "prompt_sampling": "prioritized"}),

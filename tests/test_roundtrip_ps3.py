@@ -43,6 +43,11 @@ EXPECTED = {
     "delegating": 0,
 }
 
+#: An unseeded trainer draws differently at every grading (each sandbox starts from fresh
+#: random state, as a new process does), so whether it finds the best arm within its 100
+#: steps is luck: these checks give it all their points or none. Everything else is exact.
+LUCK = {"unseeded": {"test_bandit_easy": EASY, "test_bandit_ten_arms": TEN}}
+
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
@@ -55,7 +60,16 @@ def test_scores_feedback_export(graded):
     for student, score in graded.scores.items():
         print(f"  {student:<12} {score}  {graded.cell_scores.get(student)}")
     assert graded.max_score == FULL + 2  # + the hand-graded comparison
-    assert {s: graded.scores[s] for s in EXPECTED} == pytest.approx(EXPECTED)
+    for student, want in EXPECTED.items():
+        luck = LUCK.get(student, {})
+        cells = graded.cell_scores[student]
+        for cell, points in luck.items():
+            assert cells[cell] in (0, points), (student, cell, cells[cell])
+            if cells[cell] == 0:
+                assert "does not find the best arm" in graded.feedback[student]
+        lucky = sum(cells[c] for c in luck)
+        assert graded.scores[student] - lucky == pytest.approx(want - sum(luck.values())), \
+            (student, cells)
     secrets = hidden_lines(A)
     for student in EXPECTED:
         assert graded.feedback[student], f"no feedback for {student}"

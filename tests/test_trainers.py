@@ -11,7 +11,7 @@ import torch
 
 from course_lib.model import ModelConfig, TinyGPT, sample
 from course_lib.sft import SFTConfig, warm_start
-from course_lib.tasks import AdditionTask
+from course_lib.tasks import PAD_ID, AdditionTask
 from course_lib.trainers import (
     TRAINERS,
     DPOConfig,
@@ -24,6 +24,7 @@ from course_lib.trainers import (
     ReinforceTrainer,
     evaluate,
 )
+from course_lib.trainers.base import Batch
 from course_lib.trainers.metrics import TIMINGS
 
 SMALL = ModelConfig(block_size=16, n_layer=1, n_head=2, n_embd=32)
@@ -376,6 +377,43 @@ def test_grpo_minibatches_are_the_shared_passes(task, warm_state):
     assert tr.update(batch)["approx_kl"] > 0  # later minibatches see a moved policy
     with pytest.raises(ValueError, match="minibatches"):
         GRPOConfig(prompts_per_step=4, minibatches=5).validate()
+
+
+def test_batch_cat_pads_the_token_fields(task, warm_state):
+    tr = GRPOTrainer(warm_policy(warm_state), task, GRPOConfig(seed=0, prompts_per_step=2,
+                                                               group_size=2))
+    a, b = fixed_grpo_batch(tr), fixed_grpo_batch(tr)
+    a.tokens, a.mask = a.tokens[:, :1], a.mask[:, :1]  # a shorter batch
+    a.old_logprobs, a.entropy, a.logprobs = (v[:, :1] for v in (a.old_logprobs, a.entropy,
+                                                                 a.logprobs))
+    both = Batch.cat([a, b])
+    n = b.tokens.shape[1]
+    assert len(both) == 8 and both.prompts == a.prompts + b.prompts and both.group_size == 2
+    assert both.tokens.shape == (8, n) and both.logprobs.requires_grad
+    assert (both.mask[:4, 1:] == 0).all() and (both.tokens[:4, 1:] == PAD_ID).all()
+    assert torch.equal(both.mask[4:], b.mask) and torch.equal(both.rewards[4:], b.rewards)
+    b.ref_logprobs = torch.zeros_like(b.mask)
+    with pytest.raises(ValueError, match="ref_logprobs"):
+        Batch.cat([a, b])
+
+
+def test_dynamic_sampling_keeps_only_groups_with_a_gradient(task, warm_state):
+    cfg = GRPOConfig(seed=0, prompts_per_step=8, group_size=4, dynamic_sampling=True,
+                     max_sampling_rounds=8)
+    tr = GRPOTrainer(warm_policy(warm_state), task, cfg)
+    batch = tr.rollout()
+    grouped = batch.rewards.view(-1, 4)  # (8, 4)
+    assert len(batch) == 32 and (grouped != grouped[:, :1]).any(-1).all()
+    assert batch.sampling_rounds > 1  # the warm start has all-wrong and all-right groups
+    assert tr.samples_used == 32 * batch.sampling_rounds
+    entry = tr.step()
+    assert entry["degenerate_frac"] == 0 and entry["sampling_rounds"] >= 1
+    # a random policy solves nothing: after max_sampling_rounds it trains on the last round
+    rand = GRPOTrainer(TinyGPT(ModelConfig(n_layer=1, n_embd=16, n_head=2), seed=0), task,
+                       dataclasses.replace(cfg, max_sampling_rounds=2))
+    last = rand.rollout()
+    assert len(last) == 32 and last.sampling_rounds == 2 and rand.samples_used == 64
+    assert (last.rewards == last.rewards[0]).all()
 
 
 def test_reference_log_probs_ignore_top_k(task, warm_state):

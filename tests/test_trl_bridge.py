@@ -362,6 +362,8 @@ def test_to_trl_config_rejects_bad_input(task):
         tb.to_trl_config(recipes.grpo_config(), task=task)
     with pytest.raises(ValueError, match="minibatches=2 is not mapped"):
         tb.to_trl_config(GRPOConfig(minibatches=2), task=task)
+    with pytest.raises(ValueError, match="dynamic_sampling has no TRL"):
+        tb.to_trl_config(GRPOConfig(dynamic_sampling=True), task=task)
 
 
 # ---------------------------------------------------- both trainers run on one model ---

@@ -42,6 +42,7 @@ from typing import Annotated, Literal
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from course_lib._checks import (
     ClipRange,
@@ -56,7 +57,7 @@ from course_lib._checks import (
 from course_lib.evaluate import evaluate
 from course_lib.model import completion_logprobs, count_parameters, sample
 from course_lib.surrogate import masked_mean
-from course_lib.tasks import SPLITS
+from course_lib.tasks import PAD_ID, SPLITS
 from course_lib.trainers.metrics import group_metrics, mean_over_steps
 
 __all__ = ["TrainerConfig", "OnlineConfig", "ClipConfig", "Trainer", "Batch", "frozen_copy",
@@ -182,6 +183,8 @@ class Batch:
     """B completions (text)."""
     group_size: int | None = None
     """G when the rows form groups of G completions of one prompt (GRPO, RLOO), else None."""
+    sampling_rounds: int | None = None
+    """Rounds of sampling behind the batch (dynamic sampling), else None."""
     logprobs: torch.Tensor | None = None
     """(B, N) the same log-probs with their graph when the rollout kept it
     (``reuse_rollout_forward``); :meth:`Trainer.policy_logprobs` takes them out."""
@@ -201,6 +204,32 @@ class Batch:
     def __len__(self) -> int:
         return len(self.prompts)
 
+    @staticmethod
+    def cat(batches: list[Batch]) -> Batch:
+        """The rows of several batches of one task, in order, as one batch. The (B, N)
+        fields are right-padded to the longest N (``PAD_ID`` tokens, 0 elsewhere, so the
+        mask is 0 on the padding); a field that is None must be None in every batch."""
+        n = max(b.tokens.shape[1] for b in batches)
+
+        def join(name, values):
+            if all(v is None for v in values):
+                return None
+            if any(v is None for v in values):
+                raise ValueError(f"Batch.cat: field {name!r} is None in some batches only")
+            if isinstance(values[0], list):
+                return [x for v in values for x in v]
+            if not isinstance(values[0], torch.Tensor):  # group_size
+                if len(set(values)) != 1:
+                    raise ValueError(f"Batch.cat: field {name!r} differs: {values}")
+                return values[0]
+            if name in _PER_TOKEN and values[0].dim() == 2:  # (B, N); GRPO's advantages: (B,)
+                pad = PAD_ID if name == "tokens" else 0
+                values = [F.pad(v, (0, n - v.shape[1]), value=pad) for v in values]
+            return torch.cat(values)
+
+        return Batch(**{f.name: join(f.name, [getattr(b, f.name) for b in batches])
+                        for f in dataclasses.fields(Batch)})
+
     def rows(self, idx: torch.Tensor) -> Batch:
         """The batch restricted to the rows ``idx`` (1-D LongTensor), every field alike."""
         def pick(v):
@@ -208,6 +237,11 @@ class Batch:
                 return v[idx]
             return [v[i] for i in idx.tolist()] if isinstance(v, list) else v
         return Batch(**{f.name: pick(getattr(self, f.name)) for f in dataclasses.fields(self)})
+
+
+#: the fields of :class:`Batch` that hold one value per completion token when (B, N)
+_PER_TOKEN = ("tokens", "mask", "old_logprobs", "entropy", "logprobs", "ref_logprobs",
+              "advantages", "returns", "old_values")
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:
@@ -353,6 +387,31 @@ class Trainer:
         batch.group_size = group_size
         return batch
 
+    def sample_informative_groups(self, n_prompts: int, group_size: int,
+                                  max_rounds: int) -> Batch:
+        """DAPO's dynamic sampling (Yu et al. 2025, arXiv:2503.14476, Sec. 3.2: Eq. 11's
+        constraint ``0 < |{o_i correct}| < G``, Algorithm 1's buffer): rounds of
+        :meth:`sample_groups` for ``n_prompts`` new prompts, each round scored
+        (:meth:`score`); the groups whose rewards are not all equal are kept, until
+        ``n_prompts`` are kept or ``max_rounds`` rounds ran. Returns the kept groups, in
+        the order sampled (the last round's whole batch if none was kept, so the step
+        still has its data). Every sampled completion counts in ``samples_used``."""
+        kept, n_kept, rounds = [], 0, 0
+        while n_kept < n_prompts and rounds < max_rounds:
+            rounds += 1
+            batch = self.sample_groups(n_prompts, group_size)
+            self.score(batch)
+            grouped = batch.rewards.view(-1, group_size)  # (n_prompts, G)
+            informative = (grouped != grouped[:, :1]).any(-1)  # (n_prompts,)
+            groups = informative.nonzero().squeeze(1)[:n_prompts - n_kept]  # (k,)
+            if len(groups):
+                rows = (groups[:, None] * group_size + torch.arange(group_size)).reshape(-1)
+                kept.append(batch.rows(rows))  # (k * G) rows, group by group
+                n_kept += len(groups)
+        out = Batch.cat(kept) if kept else batch
+        out.sampling_rounds = rounds
+        return out
+
     def policy_logprobs(self, batch: Batch) -> torch.Tensor:
         """Log-probs (B, N) of the batch's completions under the current policy, with
         gradient: the rollout's own (taken out of the batch, so only the first update after
@@ -389,7 +448,10 @@ class Trainer:
     def score(self, batch: Batch) -> None:
         """The verifier: ``batch.rewards`` (B,) and ``batch.correct`` (B,) from the task,
         and each prompt's share correct (:attr:`success`, prioritized sampling); then
-        ``batch.ref_logprobs`` (:meth:`reference_logprobs`, None without a reference)."""
+        ``batch.ref_logprobs`` (:meth:`reference_logprobs`, None without a reference). A
+        batch the rollout already scored (dynamic sampling) is left as it is."""
+        if batch.rewards is not None:
+            return
         batch.rewards = self.task.rewards(batch.prompts, batch.texts)  # (B,)
         batch.correct = torch.tensor([self.task.is_correct(p, t)
                                       for p, t in zip(batch.prompts, batch.texts, strict=True)])
@@ -461,14 +523,17 @@ class Trainer:
         return self.log(batch, metrics, time.perf_counter() - t)  # 6. log
 
     def rollout_metrics(self, batch: Batch) -> dict[str, float]:
-        """Reward, length and entropy of the step's completions; the degenerate groups
-        (grouped rollouts), ``train_unsolved`` (prioritized sampling), ``kl_ref_k1`` (with
-        a reference), ``step_by_step_frac`` (the R1 task)."""
+        """Reward, length and entropy of the step's completions (the trained batch); the
+        degenerate groups (grouped rollouts), ``sampling_rounds`` (dynamic sampling),
+        ``train_unsolved`` (prioritized sampling), ``kl_ref_k1`` (with a reference),
+        ``step_by_step_frac`` (the R1 task)."""
         out = {"reward_mean": float(batch.rewards.mean()),
                "response_len": float(batch.mask.sum(-1).mean()),
                "entropy": float(masked_mean(batch.entropy, batch.mask))}
         if batch.group_size is not None:
             out.update(group_metrics(batch.rewards, batch.correct, batch.group_size))
+        if batch.sampling_rounds is not None:
+            out["sampling_rounds"] = float(batch.sampling_rounds)
         if self.prioritized:
             seen = self.success[~self.success.isnan()]
             out["train_unsolved"] = float((seen == 0).float().mean())

@@ -3,7 +3,8 @@
 Chapter: "GRPO" (and "Comparing PPO, GRPO, REINFORCE and DPO"). Shao et al. 2024
 (DeepSeekMath), Algorithm 1 with outcome supervision and one policy iteration.
 
-1. rollout: ``prompts_per_step`` training prompts, ``group_size`` completions each;
+1. rollout: ``prompts_per_step`` training prompts, ``group_size`` completions each (with
+   ``dynamic_sampling``, DAPO's: only groups whose rewards differ, sampled in rounds);
 2. score: the task's verifier (a rule, so no reward model is held);
 3. targets: one advantage per completion, from the rewards of its group of G
    (``compute_group_advantages``; ``scale`` "group": std, "none": Dr. GRPO, or "batch");
@@ -22,7 +23,7 @@ from typing import Annotated, Literal
 
 import torch
 
-from course_lib._checks import NonNegative, at_least
+from course_lib._checks import NonNegative, PositiveInt, at_least
 from course_lib.grpo import GRPO_LOSS_TYPES, SCALES, compute_group_advantages, grpo_loss
 from course_lib.trainers.base import Batch, ClipConfig, Trainer
 from course_lib.trainers.metrics import surrogate_metrics
@@ -46,6 +47,11 @@ class GRPOConfig(ClipConfig):
     """Advantage scaling: group std, none (Dr. GRPO) or batch std."""
     adv_eps: NonNegative = 1e-6
     """Added to the std of the advantage."""
+    dynamic_sampling: bool = False
+    """DAPO's dynamic sampling: drop the groups whose rewards are all equal and sample new
+    prompts until prompts_per_step groups are kept (Trainer.sample_informative_groups)."""
+    max_sampling_rounds: PositiveInt = 4
+    """Most rounds of sampling per step with dynamic_sampling (then train on what was kept)."""
     lr: float = 5e-4
 
 
@@ -58,7 +64,11 @@ class GRPOTrainer(Trainer):
         return self.config.beta > 0
 
     def rollout(self) -> Batch:
-        return self.sample_groups(self.config.prompts_per_step, self.config.group_size)
+        cfg = self.config
+        if cfg.dynamic_sampling:  # DAPO: only groups with a gradient
+            return self.sample_informative_groups(cfg.prompts_per_step, cfg.group_size,
+                                                  cfg.max_sampling_rounds)
+        return self.sample_groups(cfg.prompts_per_step, cfg.group_size)
 
     def compute_targets(self, batch: Batch) -> dict[str, float]:
         cfg = self.config
