@@ -472,3 +472,23 @@ def test_prioritized_sampling_with_one_completion_per_prompt(task, warm_state):
     seen = ~t.success.isnan()
     assert int(seen.sum()) == 16 and set(t.success[seen].tolist()) <= {0.0, 1.0}
     assert t.history["train_unsolved"][0] == float((t.success[seen] == 0).float().mean())
+
+
+# ------------------------------------------------------------------ the skeleton ----
+
+#: what each trainer's own class may define: the pieces of the skeleton (base.py's table)
+#: and, for PPO, its critic; everything else is the base class's, written once
+PIECES = {"config_cls", "rollout", "compute_targets", "loss", "holds_reference"}
+OWN = {"grpo": PIECES, "reinforce": PIECES, "ppo": PIECES | {"__init__", "values"},
+       "dpo": PIECES | {"__init__", "build_pairs", "_sequence_logps", "score",
+                        "rollout_metrics"}}
+
+
+@pytest.mark.parametrize("name", sorted(OWN))
+def test_trainers_define_only_their_pieces(name):
+    """The diff between two trainers is their algorithm: no trainer re-implements the
+    shared plumbing (update, optimiser step, minibatches, logging, evaluation)."""
+    trainer_cls, _ = TRAINERS[name]
+    own = {k for k, v in vars(trainer_cls).items()
+           if callable(v) or isinstance(v, (staticmethod, classmethod, property))}
+    assert own <= OWN[name], f"{trainer_cls.__name__} also defines {sorted(own - OWN[name])}"
