@@ -439,6 +439,27 @@ def _tol(dtype):
 # ----------------------------------------------------------------------------------------
 
 
+def _random_rewards(shape, dtype, binary, gen):
+    """Rewards of ``shape``: 0/1 (then some groups are all equal) or continuous."""
+    if binary:
+        return (torch.rand(shape, generator=gen) < 0.5).to(dtype)
+    return (torch.randn(shape, generator=gen) * 3 + 1).to(dtype)
+
+
+def _check_call(problems, name, fn, args, kwargs, want, dtype):
+    """Run ``fn(*args, **kwargs)``; append to ``problems`` if it raises, changes the dtype
+    or differs from ``want``. Returns its result (None if it raised)."""
+    try:
+        got = fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - report any failure as a mismatch
+        problems.append(f"{name}: raised {exc!r}")
+        return None
+    if isinstance(got, torch.Tensor) and got.dtype != dtype:
+        problems.append(f"{name}: returned dtype {got.dtype}, input was {dtype}")
+    problems += _diff_tensor(name, got, want, None, *_tol(dtype))
+    return got
+
+
 def compare_group_advantages(fn, seed=0):
     """``fn`` has the signature of course_lib.compute_group_advantages."""
     gen = torch.Generator().manual_seed(seed)
@@ -447,21 +468,12 @@ def compare_group_advantages(fn, seed=0):
     for scale, shape, dtype, binary in itertools.product(
             ["group", "none", "batch"], shapes, [torch.float64, torch.float32],
             [False, True]):
-        if binary:  # 0/1 rewards: some groups are all equal
-            r = (torch.rand(shape, generator=gen) < 0.5).to(dtype)
-        else:
-            r = (torch.randn(shape, generator=gen) * 3 + 1).to(dtype)
+        r = _random_rewards(shape, dtype, binary, gen)
         for eps in (1e-6, 1e-4):
             want = ref_group_advantages(r.double().tolist(), eps=eps, scale=scale)
             name = f"scale={scale} shape={shape} {dtype} binary={binary} eps={eps}"
-            try:
-                got = fn(r.clone(), eps=eps, scale=scale)
-            except Exception as exc:  # noqa: BLE001 - report any failure as a mismatch
-                problems.append(f"{name}: raised {exc!r}")
-                continue
-            if isinstance(got, torch.Tensor) and got.dtype != dtype:
-                problems.append(f"{name}: returned dtype {got.dtype}, input was {dtype}")
-            problems += _diff_tensor(name, got, want, None, *_tol(dtype))
+            got = _check_call(problems, name, fn, (r.clone(),), {"eps": eps, "scale": scale},
+                              want, dtype)
             if isinstance(got, torch.Tensor):  # exact zeros for all-equal groups
                 flat_r = r.reshape(-1, shape[-1])
                 flat_a = got.detach().reshape(-1, shape[-1])
@@ -491,20 +503,10 @@ def compare_baseline_advantages(fn, seed=0):
     for baseline, shape, dtype, binary in itertools.product(
             ["rloo", "mean", "none"], [(8,), (2,), (3, 4), (2, 3, 5)],
             [torch.float64, torch.float32], [False, True]):
-        if binary:  # 0/1 rewards: some groups are all equal
-            r = (torch.rand(shape, generator=gen) < 0.5).to(dtype)
-        else:
-            r = (torch.randn(shape, generator=gen) * 3 + 1).to(dtype)
+        r = _random_rewards(shape, dtype, binary, gen)
         want = ref_baseline_advantages(r.double().tolist(), baseline)
         name = f"baseline={baseline} shape={shape} {dtype} binary={binary}"
-        try:
-            got = fn(r.clone(), baseline)
-        except Exception as exc:  # noqa: BLE001 - report any failure as a mismatch
-            problems.append(f"{name}: raised {exc!r}")
-            continue
-        if isinstance(got, torch.Tensor) and got.dtype != dtype:
-            problems.append(f"{name}: returned dtype {got.dtype}, input was {dtype}")
-        problems += _diff_tensor(name, got, want, None, *_tol(dtype))
+        _check_call(problems, name, fn, (r.clone(), baseline), {}, want, dtype)
     return problems
 
 
