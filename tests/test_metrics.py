@@ -17,6 +17,7 @@ RUNS = [  # (trainer, config fields): together they log every key of METRICS
               "dynamic_sampling": True}),
     ("ppo", {"prompts_per_step": 16, "mu": 2, "minibatches": 2}),
     ("reinforce", {"prompts_per_step": 4, "kl_coef": 0.05}),
+    ("reinforce", {"prompts_per_step": 4, "dynamic_sampling": True}),
     ("ppo", {"prompts_per_step": 16, "kl_coef": 0.0, "prompt_sampling": "prioritized"}),
     ("dpo", {"pair_prompts": 100, "batch_size": 16}),
 ]
@@ -69,6 +70,7 @@ def test_the_shared_metrics_mean_what_the_table_says(histories):
         holds_reference = fields.get("beta", 0) > 0 or fields.get("kl_coef", default_kl) > 0
         assert ("kl_ref_k1" in h) == holds_reference, name
         assert ("adv_std" in h) == (name in ("grpo", "reinforce"))
+        assert ("sampling_rounds" in h) == fields.get("dynamic_sampling", False), name
         assert ("train_unsolved" in h) == (fields.get("prompt_sampling") == "prioritized")
     ppo = next(h for n, _, h in histories if n == "ppo")
     assert all(g > 0 for g in ppo["value_grad_norm"])

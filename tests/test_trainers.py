@@ -238,6 +238,8 @@ def test_same_seed_same_history(task, warm_state, name):
     (lambda: PPOConfig(kl_coef=-1.0), "kl_coef"),
     (lambda: PPOConfig(lam=1.5), "lam"),
     (lambda: ReinforceConfig(group_size=1), "group_size"),
+    (lambda: ReinforceConfig(group_size=1, baseline="none", dynamic_sampling=True),
+     "one reward never differs"),
     (lambda: ReinforceConfig(baseline="critic"), "baseline"),
     (lambda: DPOConfig(beta=0.0), "beta"),
     (lambda: DPOConfig(pair_samples=1), "pair_samples"),
@@ -248,6 +250,13 @@ def test_bad_configs_raise_clear_errors(task, make, msg):
                    ReinforceConfig: ReinforceTrainer, DPOConfig: DPOTrainer}[type(cfg)]
     with pytest.raises(ValueError, match=msg):
         trainer_cls(TinyGPT(SMALL), task, cfg)
+
+
+def test_reinforce_without_a_baseline_takes_groups_of_one(task):
+    cfg = ReinforceConfig(group_size=1, baseline="none", prompts_per_step=4, steps=1,
+                          eval_every=0)
+    h = ReinforceTrainer(TinyGPT(SMALL), task, cfg).train(progress=False)
+    assert h["samples"] == [4]
 
 
 def test_empty_task_and_wrong_config_type(task):
@@ -397,10 +406,13 @@ def test_batch_cat_pads_the_token_fields(task, warm_state):
         Batch.cat([a, b])
 
 
-def test_dynamic_sampling_keeps_only_groups_with_a_gradient(task, warm_state):
-    cfg = GRPOConfig(seed=0, prompts_per_step=8, group_size=4, dynamic_sampling=True,
+@pytest.mark.parametrize("trainer_cls, config_cls", [(GRPOTrainer, GRPOConfig),
+                                                      (ReinforceTrainer, ReinforceConfig)])
+def test_dynamic_sampling_keeps_only_groups_with_a_gradient(task, warm_state, trainer_cls,
+                                                            config_cls):
+    cfg = config_cls(seed=0, prompts_per_step=8, group_size=4, dynamic_sampling=True,
                      max_sampling_rounds=8)
-    tr = GRPOTrainer(warm_policy(warm_state), task, cfg)
+    tr = trainer_cls(warm_policy(warm_state), task, cfg)
     batch = tr.rollout()
     grouped = batch.rewards.view(-1, 4)  # (8, 4)
     assert len(batch) == 32 and (grouped != grouped[:, :1]).any(-1).all()
@@ -409,7 +421,7 @@ def test_dynamic_sampling_keeps_only_groups_with_a_gradient(task, warm_state):
     entry = tr.step()
     assert entry["degenerate_frac"] == 0 and entry["sampling_rounds"] >= 1
     # a random policy solves nothing: after max_sampling_rounds it trains on the last round
-    rand = GRPOTrainer(TinyGPT(ModelConfig(n_layer=1, n_embd=16, n_head=2), seed=0), task,
+    rand = trainer_cls(TinyGPT(ModelConfig(n_layer=1, n_embd=16, n_head=2), seed=0), task,
                        dataclasses.replace(cfg, max_sampling_rounds=2))
     last = rand.rollout()
     assert len(last) == 32 and last.sampling_rounds == 2 and rand.samples_used == 64

@@ -53,6 +53,7 @@ from course_lib._checks import (
     UnitInterval,
     check_fields,
     check_in_range,
+    check_int,
 )
 from course_lib.evaluate import evaluate
 from course_lib.model import completion_logprobs, count_parameters, sample
@@ -60,8 +61,8 @@ from course_lib.surrogate import masked_mean
 from course_lib.tasks import PAD_ID, SPLITS
 from course_lib.trainers.metrics import group_metrics, mean_over_steps
 
-__all__ = ["TrainerConfig", "OnlineConfig", "ClipConfig", "Trainer", "Batch", "frozen_copy",
-           "adamw", "LR_SCHEDULES", "PROMPT_SAMPLING"]
+__all__ = ["TrainerConfig", "OnlineConfig", "GroupConfig", "ClipConfig", "Trainer", "Batch",
+           "frozen_copy", "adamw", "LR_SCHEDULES", "PROMPT_SAMPLING"]
 
 #: What the learning rate does after the warm-up (see :meth:`Trainer.lr_factor`).
 LR_SCHEDULES = ("constant", "linear")
@@ -135,6 +136,32 @@ class OnlineConfig(TrainerConfig):
     priority_floor: UnitInterval = 0.2
     """Smallest sampling weight of a prompt (prioritized sampling): solved prompts stay in
     the mix, at this weight against 1 for a prompt with no correct completion."""
+
+
+@dataclass
+class GroupConfig(OnlineConfig):
+    """Settings of the trainers that sample G completions of each prompt and take their
+    baseline from the group (GRPO, REINFORCE/RLOO)."""
+
+    group_size: PositiveInt = 8
+    """G, completions per prompt (DeepSeekMath 64, R1 16, TRL 8)."""
+    dynamic_sampling: bool = False
+    """DAPO's dynamic sampling: drop the groups whose rewards are all equal and sample new
+    prompts until prompts_per_step groups are kept (Trainer.sample_informative_groups)."""
+    max_sampling_rounds: PositiveInt = 4
+    """Most rounds of sampling per step with dynamic_sampling (then train on what was kept)."""
+
+    def group_baseline(self) -> bool:
+        """Whether the advantages subtract a baseline taken from the group (then G >= 2)."""
+        return True
+
+    def validate(self) -> None:
+        super().validate()
+        if self.group_baseline():
+            check_int("group_size", self.group_size, 2, "one completion has no group baseline")
+        if self.dynamic_sampling:
+            check_int("group_size", self.group_size, 2, "dynamic sampling keeps the groups "
+                      "whose rewards differ, and one reward never differs")
 
 
 @dataclass
@@ -386,6 +413,17 @@ class Trainer:
         batch = self.sample_completions([p for p in prompts for _ in range(group_size)], grad)
         batch.group_size = group_size
         return batch
+
+    def group_rollout(self) -> Batch:
+        """Step 1 of the group trainers (GRPO, REINFORCE/RLOO): ``group_size`` completions
+        of each of ``prompts_per_step`` new prompts (:meth:`sample_groups`), or with
+        ``dynamic_sampling`` only groups whose rewards differ
+        (:meth:`sample_informative_groups`)."""
+        cfg = self.config
+        if cfg.dynamic_sampling:  # DAPO: only groups with a gradient
+            return self.sample_informative_groups(cfg.prompts_per_step, cfg.group_size,
+                                                  cfg.max_sampling_rounds)
+        return self.sample_groups(cfg.prompts_per_step, cfg.group_size)
 
     def sample_informative_groups(self, n_prompts: int, group_size: int,
                                   max_rounds: int) -> Batch:

@@ -3,8 +3,7 @@
 Chapter: "GRPO" (and "Comparing PPO, GRPO, REINFORCE and DPO"). Shao et al. 2024
 (DeepSeekMath), Algorithm 1 with outcome supervision and one policy iteration.
 
-1. rollout: ``prompts_per_step`` training prompts, ``group_size`` completions each (with
-   ``dynamic_sampling``, DAPO's: only groups whose rewards differ, sampled in rounds);
+1. rollout: ``prompts_per_step`` training prompts, ``group_size`` completions each;
 2. score: the task's verifier (a rule, so no reward model is held);
 3. targets: one advantage per completion, from the rewards of its group of G
    (``compute_group_advantages``; ``scale`` "group": std, "none": Dr. GRPO, or "batch");
@@ -19,24 +18,22 @@ Models held: the policy, and the reference (a frozen copy of the starting policy
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Literal
 
 import torch
 
-from course_lib._checks import NonNegative, PositiveInt, at_least
+from course_lib._checks import NonNegative
 from course_lib.grpo import GRPO_LOSS_TYPES, SCALES, compute_group_advantages, grpo_loss
-from course_lib.trainers.base import Batch, ClipConfig, Trainer
+from course_lib.trainers.base import Batch, ClipConfig, GroupConfig, Trainer
 from course_lib.trainers.metrics import surrogate_metrics
 
 __all__ = ["GRPOConfig", "GRPOTrainer"]
 
 
 @dataclass
-class GRPOConfig(ClipConfig):
+class GRPOConfig(GroupConfig, ClipConfig):
     """GRPO settings: 16 prompts x 8 completions per step, no KL term (TRL's defaults)."""
 
-    group_size: Annotated[int, at_least(2, "one completion has no group")] = 8
-    """G, completions per prompt (DeepSeekMath 64, R1 16, TRL 8)."""
     beta: NonNegative = 0.0
     """Coefficient of the k3 KL to the reference in the loss (DeepSeekMath 0.04; 0: none)."""
     kl_ratio_weight: bool = False
@@ -47,11 +44,6 @@ class GRPOConfig(ClipConfig):
     """Advantage scaling: group std, none (Dr. GRPO) or batch std."""
     adv_eps: NonNegative = 1e-6
     """Added to the std of the advantage."""
-    dynamic_sampling: bool = False
-    """DAPO's dynamic sampling: drop the groups whose rewards are all equal and sample new
-    prompts until prompts_per_step groups are kept (Trainer.sample_informative_groups)."""
-    max_sampling_rounds: PositiveInt = 4
-    """Most rounds of sampling per step with dynamic_sampling (then train on what was kept)."""
     lr: float = 5e-4
 
 
@@ -64,11 +56,7 @@ class GRPOTrainer(Trainer):
         return self.config.beta > 0
 
     def rollout(self) -> Batch:
-        cfg = self.config
-        if cfg.dynamic_sampling:  # DAPO: only groups with a gradient
-            return self.sample_informative_groups(cfg.prompts_per_step, cfg.group_size,
-                                                  cfg.max_sampling_rounds)
-        return self.sample_groups(cfg.prompts_per_step, cfg.group_size)
+        return self.group_rollout()
 
     def compute_targets(self, batch: Batch) -> dict[str, float]:
         cfg = self.config

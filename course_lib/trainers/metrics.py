@@ -53,8 +53,8 @@ METRICS: dict[str, tuple[str, str]] = {
                                                 "correct completion (the prompt is too hard)"),
     "degenerate_all_right": ("GRPO, REINFORCE", "share of groups with equal rewards and only "
                                                 "correct completions (the prompt is solved)"),
-    "sampling_rounds": ("GRPO, dynamic_sampling", "rounds of sampling the step took to keep "
-                        "prompts_per_step groups whose rewards differ (at most "
+    "sampling_rounds": ("GRPO, REINFORCE with dynamic_sampling", "rounds of sampling the "
+                        "step took to keep prompts_per_step groups whose rewards differ (at most "
                         "max_sampling_rounds); each round samples prompts_per_step groups"),
     "train_unsolved": ("online, prompt_sampling prioritized", "share of the training prompts "
                        "sampled so far whose last rollout had no correct completion: what "

@@ -22,30 +22,26 @@ from typing import Literal
 
 import torch
 
-from course_lib._checks import NonNegative, PositiveInt, check_int
+from course_lib._checks import NonNegative
 from course_lib.ppo import ppo_policy_loss
 from course_lib.reinforce import BASELINES, baseline_advantages
-from course_lib.trainers.base import Batch, OnlineConfig, Trainer
+from course_lib.trainers.base import Batch, GroupConfig, Trainer
 
 __all__ = ["ReinforceConfig", "ReinforceTrainer"]
 
 
 @dataclass
-class ReinforceConfig(OnlineConfig):
+class ReinforceConfig(GroupConfig):
     """REINFORCE settings: 16 prompts x 8 completions per step (GRPO's budget), no KL."""
 
-    group_size: PositiveInt = 8
-    """G, completions per prompt (DeepSeekMath 64, R1 16, TRL 8)."""
     kl_coef: NonNegative = 0.0
     """Coefficient of the summed k1 KL in the reward (0: no reference)."""
     baseline: Literal[BASELINES] = "rloo"
     """Subtracted from the reward: rloo (mean of the other G - 1), mean (of all G) or none."""
     lr: float = 5e-4
 
-    def validate(self) -> None:
-        super().validate()
-        if self.baseline != "none":
-            check_int("group_size", self.group_size, 2, f"the {self.baseline} baseline")
+    def group_baseline(self) -> bool:
+        return self.baseline != "none"
 
 
 class ReinforceTrainer(Trainer):
@@ -57,7 +53,7 @@ class ReinforceTrainer(Trainer):
         return self.config.kl_coef > 0
 
     def rollout(self) -> Batch:
-        return self.sample_groups(self.config.prompts_per_step, self.config.group_size)
+        return self.group_rollout()
 
     def compute_targets(self, batch: Batch) -> dict[str, float]:
         cfg = self.config
