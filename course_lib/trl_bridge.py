@@ -268,8 +268,9 @@ def to_trl_config(cfg: GRPOConfig | None = None, task=None, output_dir: str = "t
     ``group_size`` (8)                ``num_generations``                        8
     ``prompts_per_step * group_size`` ``per_device_train_batch_size`` x procs    8
     ``mu`` (1)                        ``num_iterations``                         1
-    ``minibatches`` (1 only)          ``gradient_accumulation_steps`` = 1        1
-    ``steps`` x ``mu``                ``max_steps`` (TRL counts optimizer steps)
+    ``minibatches`` (1)               ``steps_per_generation``                   = accum
+    (one optimizer step per part)     ``gradient_accumulation_steps`` = 1        1
+    ``steps`` x ``mu`` x minibatches  ``max_steps`` (TRL counts optimizer steps)
     ``lr``                            ``learning_rate``                          1e-6
     ``lr_schedule`` ("constant")      ``lr_scheduler_type`` (with warm-up)       "linear"
     ``warmup_steps`` (0)              ``warmup_steps`` (optimizer steps)         0
@@ -286,9 +287,16 @@ def to_trl_config(cfg: GRPOConfig | None = None, task=None, output_dir: str = "t
     (``i / warmup_steps``, then constant or linear decay over ``max_steps``); the course's
     "constant" is Hugging Face's "constant_with_warmup", since its "constant" ignores the
     warm-up (``tests/test_trl_bridge.py`` compares the two learning-rate sequences).
-    TRL's ``per_device_train_batch_size`` counts *completions*, not prompts, per process:
-    with N processes each gets ``prompts_per_step * group_size / N`` and the global batch
-    stays the course's. ``eval_every``, ``eval_split`` and ``stop_at_accuracy`` have no TRL
+    TRL's ``per_device_train_batch_size`` counts *completions*, not prompts, per process
+    and per optimizer step: with N processes and M ``minibatches`` each gets
+    ``prompts_per_step * group_size / (M N)``, and one generation (TRL's generation batch)
+    is the course's batch. With M > 1 both shuffle the batch's completions and split them
+    into M equal parts, one optimizer step each. Two cases are refused rather than mapped
+    to something else: M > 1 with ``mu`` > 1 (the course splits anew at every pass, TRL
+    keeps one split for its ``num_iterations`` passes), and M > 1 with ``loss_type``
+    "dapo", whose TRL form divides each part's token sum by the generation batch's mean
+    tokens per part, not by the part's own tokens as the course does (TRL's "bnpo").
+    ``eval_every``, ``eval_split`` and ``stop_at_accuracy`` have no TRL
     field (the benchmark evaluates from a callback).
 
     Args:
@@ -314,18 +322,26 @@ def to_trl_config(cfg: GRPOConfig | None = None, task=None, output_dir: str = "t
     if cfg.dynamic_sampling:
         raise ValueError("dynamic_sampling has no TRL 1.16 field: its GRPOTrainer trains on "
                          "every sampled group; pass dynamic_sampling=False")
-    if cfg.minibatches != 1:
-        raise ValueError(f"minibatches={cfg.minibatches} is not mapped: the bridge gives TRL "
-                         "one optimizer step per pass over the generated batch (its "
-                         "equivalence test covers that case only); pass minibatches=1")
+    if cfg.minibatches != 1 and cfg.mu != 1:
+        raise ValueError(f"minibatches={cfg.minibatches} with mu={cfg.mu} is not mapped: the "
+                         "course splits the batch anew at every pass, TRL 1.16 splits each "
+                         "generation batch once for all its num_iterations passes; pass mu=1 "
+                         "or minibatches=1")
+    if cfg.minibatches != 1 and cfg.loss_type == "dapo":
+        raise ValueError(f"minibatches={cfg.minibatches} with loss_type='dapo' is not mapped: "
+                         "TRL 1.16's dapo divides each minibatch's token sum by the generation "
+                         "batch's mean tokens per minibatch, the course by the minibatch's own "
+                         "tokens; pass loss_type='bnpo' (the course's token mean, which TRL's "
+                         "bnpo computes) or minibatches=1")
     max_new = cfg.max_new_tokens or (task.max_new_tokens if task is not None else None)
     if max_new is None:
         raise ValueError("cfg.max_new_tokens is None: pass the task so that its "
                          "max_new_tokens can be used")
     batch = cfg.prompts_per_step * cfg.group_size  # completions per step, all processes
-    if num_processes < 1 or batch % num_processes:
+    if num_processes < 1 or batch % (num_processes * cfg.minibatches):
         raise ValueError(f"{cfg.prompts_per_step} prompts x {cfg.group_size} completions "
-                         f"= {batch} cannot be split evenly over {num_processes} processes")
+                         f"= {batch} cannot be split evenly over {num_processes} processes "
+                         f"x {cfg.minibatches} minibatches")
     kwargs: dict[str, Any] = dict(TRL_CPU_DEFAULTS)
     kwargs.update(
         output_dir=output_dir,
@@ -339,10 +355,11 @@ def to_trl_config(cfg: GRPOConfig | None = None, task=None, output_dir: str = "t
         epsilon=cfg.clip_eps,
         epsilon_high=cfg.clip_eps if cfg.clip_eps_high is None else cfg.clip_eps_high,
         num_generations=cfg.group_size,
-        per_device_train_batch_size=batch // num_processes,
-        gradient_accumulation_steps=1,  # one optimizer step per generated batch, as the course
+        per_device_train_batch_size=batch // (num_processes * cfg.minibatches),
+        steps_per_generation=cfg.minibatches,  # the generated batch in M parts
+        gradient_accumulation_steps=1,  # one optimizer step per part, as the course
         num_iterations=cfg.mu,
-        max_steps=cfg.steps * cfg.mu,
+        max_steps=cfg.steps * cfg.mu * cfg.minibatches,
         learning_rate=cfg.lr,
         lr_scheduler_type={"constant": "constant_with_warmup", "linear": "linear"}[
             cfg.lr_schedule],

@@ -9,6 +9,7 @@ that the aggregations, the clip and the KL all matter: ``test_equivalence_can_fa
 that a wrong aggregation, a missing clip or TRL's own default KL correction are detected.
 """
 
+import dataclasses
 import math
 
 import pytest
@@ -327,19 +328,29 @@ def test_to_trl_config_maps_every_field(task):
     # two processes: each gets half of the completions
     two = tb.to_trl_config(cfg, task=task, output_dir="unused", num_processes=2)
     assert two.per_device_train_batch_size == 64
+    assert a.steps_per_generation == two.steps_per_generation == 1
+    # M minibatches: M optimizer steps per generated batch, each on 1/M of it
+    m_cfg = dataclasses.replace(cfg, mu=1, minibatches=4)
+    m = tb.to_trl_config(m_cfg, task=task, output_dir="unused")
+    assert (m.per_device_train_batch_size, m.steps_per_generation) == (32, 4)
+    assert (m.generation_batch_size, m.max_steps, m.gradient_accumulation_steps) == (128, 28, 1)
+    m2 = tb.to_trl_config(m_cfg, task=task, output_dir="unused", num_processes=2)
+    assert (m2.per_device_train_batch_size, m2.steps_per_generation) == (16, 4)
 
 
-@pytest.mark.parametrize("schedule", ["constant", "linear"])
-def test_to_trl_config_maps_the_warmup_schedule(task, tmp_path, schedule):
+@pytest.mark.parametrize("schedule, mu, minibatches", [("constant", 2, 1), ("linear", 2, 1),
+                                                       ("linear", 1, 2)])
+def test_to_trl_config_maps_the_warmup_schedule(task, tmp_path, schedule, mu, minibatches):
     """TRL's learning rate at each optimizer step equals the course trainer's, warm-up
-    included (both count optimizer steps: steps x mu)."""
-    cfg = GRPOConfig(steps=4, mu=2, lr=1e-3, warmup_steps=3, lr_schedule=schedule,
-                     prompts_per_step=2, group_size=4, max_new_tokens=4)
+    included (both count optimizer steps: steps x mu x minibatches)."""
+    cfg = GRPOConfig(steps=4, mu=mu, minibatches=minibatches, lr=1e-3, warmup_steps=3,
+                     lr_schedule=schedule, prompts_per_step=2, group_size=4, max_new_tokens=4)
     trainer = tb.make_trl_trainer(tb.build_model(seed=0), task, cfg, output_dir=str(tmp_path))
     trainer.create_optimizer_and_scheduler(num_training_steps=trainer.args.max_steps)
     course = GRPOTrainer(tb.build_model(seed=0), task, cfg)
     ours, theirs = [], []
-    for _ in range(cfg.steps * cfg.mu):
+    assert trainer.args.max_steps == cfg.steps * course.updates_per_step() == 8
+    for _ in range(trainer.args.max_steps):
         for lrs, opt, sched in ((ours, course.optimizer, course.scheduler),
                                 (theirs, trainer.optimizer, trainer.lr_scheduler)):
             lrs.append(opt.param_groups[0]["lr"])
@@ -360,8 +371,12 @@ def test_to_trl_config_rejects_bad_input(task):
         tb.to_trl_config({"lr": 1e-3}, task=task)
     with pytest.raises(ValueError, match="no TRL field"):  # TRL samples prompts uniformly
         tb.to_trl_config(recipes.grpo_config(), task=task)
-    with pytest.raises(ValueError, match="minibatches=2 is not mapped"):
-        tb.to_trl_config(GRPOConfig(minibatches=2), task=task)
+    with pytest.raises(ValueError, match="minibatches=2 with mu=2 is not mapped"):
+        tb.to_trl_config(GRPOConfig(minibatches=2, mu=2), task=task)
+    with pytest.raises(ValueError, match="loss_type='dapo' is not mapped"):
+        tb.to_trl_config(GRPOConfig(minibatches=2, loss_type="dapo"), task=task)
+    with pytest.raises(ValueError, match="x 3 minibatches"):
+        tb.to_trl_config(GRPOConfig(prompts_per_step=4, group_size=2, minibatches=3), task=task)
     with pytest.raises(ValueError, match="dynamic_sampling has no TRL"):
         tb.to_trl_config(GRPOConfig(dynamic_sampling=True), task=task)
 
@@ -400,3 +415,26 @@ def test_trl_trainer_trains_on_the_course_task(format_task, tmp_path):
     assert logs[0]["reward"] > 0
     assert trainer.state.global_step == 2
     assert not torch.equal(before, model.lm_head.weight)
+
+
+def test_trl_trainer_takes_one_optimizer_step_per_minibatch(format_task, tmp_path):
+    """minibatches=2: TRL generates once per course step and steps the optimizer twice, each
+    time on half of the generated completions (as GRPOTrainer.minibatches)."""
+    cfg = GRPOConfig(steps=2, prompts_per_step=2, group_size=4, minibatches=2, lr=1e-3, seed=0)
+    trainer = tb.make_trl_trainer(tb.build_model(seed=0, n_embd=32, n_head=2), format_task,
+                                  cfg, output_dir=str(tmp_path))
+    sizes, generate = [], trainer._generate_and_score_completions
+
+    def counted(inputs):
+        out = generate(inputs)
+        sizes.append(len(out["completion_ids"]))
+        return out
+
+    trainer._generate_and_score_completions = counted
+    steps = []
+    real_loss = trainer.compute_loss
+    trainer.compute_loss = lambda model, inputs, *a, **k: (
+        steps.append(len(inputs["completion_ids"])) or real_loss(model, inputs, *a, **k))
+    trainer.train()
+    assert sizes == [8, 8]  # one generation of 2 prompts x 4 per course step
+    assert steps == [4, 4, 4, 4] and trainer.state.global_step == 4
