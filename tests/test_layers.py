@@ -108,3 +108,15 @@ def test_pyproject_declares_the_extras_and_no_pins():
     assert {"transformers", "trl"} <= set(extras["trl"]) and "nbgrader" in extras["grading"]
     for dep in [*project["dependencies"], *sum(extras.values(), [])]:
         assert "==" not in dep, f"{dep}: pins belong in requirements.lock only"
+
+
+def test_contributing_lists_every_module_and_only_real_ones():
+    """CONTRIBUTING.md's layout table has one row per module of the package, none stale."""
+    import re
+
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    listed = set(re.findall(r"^\| `(course_lib/[\w/]+\.py)` \|", text, flags=re.M))
+    modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "course_lib").rglob("*.py")}
+    assert not modules - listed, f"modules missing from CONTRIBUTING.md: {modules - listed}"
+    stale = listed - modules
+    assert not stale, f"CONTRIBUTING.md lists files that do not exist: {stale}"
