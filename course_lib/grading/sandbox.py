@@ -1,7 +1,7 @@
 """Confinement of one grading kernel on a plain Linux machine (no container, no root needed).
 
-Every layer is optional and detected at run time; :func:`capabilities` reports which ones
-this machine offers, and the grading summary prints them. See ``docs/grading.md`` for what
+Every layer is optional and detected at run time; each zygote reports the layers it
+applied, and the grading summary prints them. See ``docs/grading.md`` for what
 each layer does and does not stop.
 
 Layers, applied in the process tree ``zygote -> C -> I -> K`` built by :mod:`.zygote`:
@@ -52,7 +52,6 @@ _NET_CONNECT_TCP = 1 << 1  # ABI 4
 _SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0  # ABI 6
 _SCOPE_SIGNAL = 1 << 1  # ABI 6
 
-CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
@@ -295,11 +294,3 @@ def worker_read_paths(hidden: tuple[str, ...] = WORKER_HIDDEN_PACKAGES
         else:
             read.append(path)
     return read, listed
-
-
-def capabilities() -> dict[str, object]:
-    """Which confinement layers this machine offers to an unprivileged grader."""
-    return {
-        "landlock_abi": landlock_abi(),
-        "root": os.getuid() == 0,
-    }
