@@ -14,9 +14,10 @@ recipe.
   to 0 over 800 steps, Kimi k1.5's prioritized prompt sampling (Kimi Team 2025,
   arXiv:2501.12599, Sec. 2.3.4), stop at 95% held-out accuracy.
 
-Without prioritized sampling about half of the seeds stall near 86%: the prompts whose
-groups are all wrong give no gradient, and uniform sampling rarely brings them back while
-the policy can still sample a correct answer (the diagnosis in ``converge.md``).
+Prioritized sampling is there for the prompts whose groups are all wrong: they give no
+gradient, and uniform sampling rarely brings them back while the policy can still sample a
+correct answer. How many seeds stall without it, and where, is measured in
+``converge.md``, not restated here.
 """
 
 from __future__ import annotations
@@ -52,9 +53,9 @@ def grpo_config(**overrides):
     TRL's GRPO settings (16 x 8, loss "grpo", group std with eps 1e-4, clip 0.2, beta 0,
     one update per batch, 4 new tokens) with: T 0.7, lr 3e-4, linear decay to 0 at step
     800, prioritized prompt sampling with floor 0.1, held-out accuracy every 25 steps,
-    stop at 95%. (With floor 0.2, one of ten seeds of the GPT-2 stalled at 0.89 in
-    ``bench_trl.py``; floor 0.1 reached 95% in every seed of both models: see
-    ``benchmarks/results/README.md``.)
+    stop at 95%. The floor is 0.1, not the default 0.2, since commit 44fef8b (its message has
+    the ``bench_trl.py`` seeds behind it); the committed runs in ``benchmarks/results/``
+    (``converge.json``, ``trl.json``) use it.
     """
     from course_lib.trainers.grpo import GRPOConfig
 
