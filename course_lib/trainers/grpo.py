@@ -3,7 +3,8 @@
 Chapter: "GRPO" (and "Comparing PPO, GRPO, REINFORCE and DPO"). Shao et al. 2024
 (DeepSeekMath), Algorithm 1 with outcome supervision and one policy iteration.
 
-1. rollout: ``prompts_per_step`` training prompts, ``group_size`` completions each;
+1. rollout: ``prompts_per_step`` training prompts, ``group_size`` completions each
+   (``Trainer.group_rollout``; with ``dynamic_sampling``, DAPO's: only groups that differ);
 2. score: the task's verifier (a rule, so no reward model is held);
 3. targets: one advantage per completion, from the rewards of its group of G
    (``compute_group_advantages``; ``scale`` "group": std, "none": Dr. GRPO, or "batch");

@@ -3,7 +3,8 @@
 Chapter: "Comparing PPO, GRPO, REINFORCE and DPO". Williams 1992 (REINFORCE); RLOO:
 Kool et al. 2019, for LLMs Ahmadian et al. 2024 ("Back to Basics").
 
-1. rollout: ``prompts_per_step`` training prompts, ``group_size`` completions each;
+1. rollout: ``prompts_per_step`` training prompts, ``group_size`` completions each
+   (``Trainer.group_rollout``; with ``dynamic_sampling``, DAPO's: only groups that differ);
 2. score: the task's verifier (a rule, so no reward model is held);
 3. targets: one advantage per completion, from the rewards of its group of G (minus
    ``kl_coef`` * its summed k1 KL), minus the ``baseline`` (``baseline_advantages``; RLOO:
