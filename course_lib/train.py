@@ -30,6 +30,8 @@ the difference is what training added.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import json
 import resource
 import sys
@@ -140,10 +142,30 @@ def _subcommands():
     return Union[tuple(options)]  # noqa: UP007 (a Union built at run time)
 
 
+@contextlib.contextmanager
+def _dedented_field_docstrings():
+    """Field docstrings as :func:`inspect.cleandoc` reads them, while tyro builds the parser.
+
+    tyro 1.0.17 joins the lines of a field's docstring before it dedents them, so each
+    indented continuation line of a multi-line docstring (every one in the configs) starts
+    a new line in ``--help``. Dedenting first lets tyro re-wrap the text to the terminal.
+    """
+    import tyro._docstrings as docstrings
+
+    parse = docstrings.parse_docstring_from_object
+    docstrings.parse_docstring_from_object = lambda obj: {
+        name: inspect.cleandoc(doc) for name, doc in parse(obj).items()}
+    try:
+        yield
+    finally:
+        docstrings.parse_docstring_from_object = parse
+
+
 def main(argv: list[str] | None = None) -> dict:
     prog = "python -m course_lib.train"
-    args = tyro.cli(_subcommands(), prog=prog, args=argv,
-                    description=__doc__.split("\n\n")[0])
+    with _dedented_field_docstrings():
+        args = tyro.cli(_subcommands(), prog=prog, args=argv,
+                        description=__doc__.split("\n\n")[0])
     algo = next(k for k, (_, c) in TRAINERS.items() if isinstance(args.config, c))
     torch.set_num_threads(args.threads)
     try:

@@ -85,6 +85,19 @@ def test_help_lists_every_config_field_with_its_default_and_docstring(algo, caps
         assert key in text
 
 
+def test_help_rewraps_multi_line_field_docstrings(capsys, monkeypatch):
+    """A wide terminal gets each option's docstring on one line: its source line breaks
+    (and their indentation) do not reach --help."""
+    monkeypatch.setenv("COLUMNS", "400")
+    with pytest.raises(SystemExit):
+        main(["reinforce", "--help"])
+    lines = capsys.readouterr().out.splitlines()
+    for start in ("DAPO's dynamic sampling: drop", "uniform: passes over the shuffled",
+                  "Backpropagate through the sampling pass"):
+        line = next(x for x in lines if start in x)
+        assert "(default: " in line, line  # the whole docstring, then its default
+
+
 def test_cli_rejects_bad_settings(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["grpo", "--no-such-field", "1"])
