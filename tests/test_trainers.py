@@ -504,3 +504,22 @@ def test_trainers_define_only_their_pieces(name):
     own = {k for k, v in vars(trainer_cls).items()
            if callable(v) or isinstance(v, (staticmethod, classmethod, property))}
     assert own <= OWN[name], f"{trainer_cls.__name__} also defines {sorted(own - OWN[name])}"
+
+
+def test_each_default_is_written_once():
+    """A config re-declares an inherited field only to give it its own default: not the
+    base's value again, and not a value another config also re-declares (then it belongs
+    in the base). Each default then has one place to update."""
+    classes = {c for _, config_cls in TRAINERS.values() for c in config_cls.__mro__
+               if dataclasses.is_dataclass(c)}
+    overrides = {}  # (field, value) -> classes that re-declare the field with that value
+    for cls in classes:
+        own = vars(cls).get("__annotations__", {})
+        for base in cls.__mro__[1:]:
+            for f in set(own) & set(vars(base).get("__annotations__", {})):
+                value = getattr(cls, f)
+                assert value != getattr(base, f), (
+                    f"{cls.__name__}.{f} repeats the default of {base.__name__}.{f}")
+                overrides.setdefault((f, value), set()).add(cls.__name__)
+    repeated = {k: sorted(v) for k, v in overrides.items() if len(v) > 1}
+    assert not repeated, f"the same default re-declared in several configs: {repeated}"

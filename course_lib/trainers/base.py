@@ -83,8 +83,8 @@ class TrainerConfig:
     """Number of training steps (one rollout and its updates each)."""
     prompts_per_step: PositiveInt = 16
     """Distinct training prompts per step."""
-    lr: Positive = 1e-3
-    """AdamW learning rate of the policy."""
+    lr: Positive = 5e-4
+    """AdamW learning rate of the policy (the online trainers' default; DPO sets its own)."""
     temperature: Positive = 1.0
     """Sampling temperature; the loss uses log-probs at the same temperature."""
     top_k: PositiveInt | None = None

@@ -45,7 +45,6 @@ class GRPOConfig(GroupConfig, ClipConfig):
     """Advantage scaling: group std, none (Dr. GRPO) or batch std."""
     adv_eps: NonNegative = 1e-6
     """Added to the std of the advantage."""
-    lr: float = 5e-4
 
 
 class GRPOTrainer(Trainer):

@@ -59,7 +59,6 @@ class PPOConfig(ClipConfig):
     critic_lr: Positive = 1e-3
     """AdamW learning rate of the critic."""
     prompts_per_step: int = 128
-    lr: float = 5e-4
 
 
 class PPOTrainer(Trainer):

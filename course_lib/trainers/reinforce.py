@@ -39,7 +39,6 @@ class ReinforceConfig(GroupConfig):
     """Coefficient of the summed k1 KL in the reward (0: no reference)."""
     baseline: Literal[BASELINES] = "rloo"
     """Subtracted from the reward: rloo (mean of the other G - 1), mean (of all G) or none."""
-    lr: float = 5e-4
 
     def group_baseline(self) -> bool:
         return self.baseline != "none"
