@@ -59,7 +59,7 @@ from course_lib.evaluate import evaluate
 from course_lib.model import completion_logprobs, count_parameters, sample
 from course_lib.surrogate import masked_mean
 from course_lib.tasks import PAD_ID, SPLITS
-from course_lib.trainers.metrics import group_metrics, mean_over_steps
+from course_lib.trainers.metrics import equal_reward_groups, group_metrics, mean_over_steps
 
 __all__ = ["TrainerConfig", "OnlineConfig", "GroupConfig", "ClipConfig", "Trainer", "Batch",
            "frozen_copy", "adamw", "LR_SCHEDULES", "PROMPT_SAMPLING"]
@@ -439,8 +439,7 @@ class Trainer:
             rounds += 1
             batch = self.sample_groups(n_prompts, group_size)
             self.score(batch)
-            grouped = batch.rewards.view(-1, group_size)  # (n_prompts, G)
-            informative = (grouped != grouped[:, :1]).any(-1)  # (n_prompts,)
+            informative = ~equal_reward_groups(batch.rewards, group_size)  # (n_prompts,)
             groups = informative.nonzero().squeeze(1)[:n_prompts - n_kept]  # (k,)
             if len(groups):
                 rows = (groups[:, None] * group_size + torch.arange(group_size)).reshape(-1)

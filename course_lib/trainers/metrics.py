@@ -19,7 +19,8 @@ import torch
 from course_lib.kl import kl_estimate
 from course_lib.surrogate import masked_mean
 
-__all__ = ["METRICS", "TIMINGS", "mean_over_steps", "group_metrics", "surrogate_metrics"]
+__all__ = ["METRICS", "TIMINGS", "mean_over_steps", "equal_reward_groups", "group_metrics",
+           "surrogate_metrics"]
 
 #: history key -> (trainers that log it, what it is)
 METRICS: dict[str, tuple[str, str]] = {
@@ -111,6 +112,14 @@ def mean_over_steps(records: list[dict[str, float]]) -> dict[str, float]:
     return {k: sum(r[k] for r in records) / len(records) for k in records[0]}
 
 
+def equal_reward_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """(B/G,) bool: the groups whose G rewards are all equal (rows g*G .. g*G+G-1 are group
+    g), which a group baseline gives advantages 0: GRPO's degenerate groups, the groups
+    DAPO's dynamic sampling drops. ``rewards``: (B,)."""
+    grouped = rewards.view(-1, group_size)  # (B/G, G)
+    return (grouped == grouped[:, :1]).all(-1)  # (B/G,)
+
+
 def group_metrics(rewards: torch.Tensor, correct: torch.Tensor,
                   group_size: int) -> dict[str, float]:
     """``degenerate_frac`` and its two parts for rows grouped G by G.
@@ -120,8 +129,7 @@ def group_metrics(rewards: torch.Tensor, correct: torch.Tensor,
         correct: (B,) bool, the verifier's verdict on each completion.
         group_size: G.
     """
-    grouped = rewards.view(-1, group_size)  # (B/G, G)
-    equal = (grouped == grouped[:, :1]).all(-1)  # (B/G,)
+    equal = equal_reward_groups(rewards, group_size)  # (B/G,)
     right = correct.view(-1, group_size)  # (B/G, G)
     return {"degenerate_frac": float(equal.float().mean()),
             "degenerate_all_wrong": float((equal & ~right.any(-1)).float().mean()),
